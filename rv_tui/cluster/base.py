@@ -1,0 +1,283 @@
+"""The Cluster interface: the one seam between rv's core and a Slurm cluster.
+
+The allocator, race engine, log merger, workspace code and both faces speak only to a
+:class:`Cluster`.  Two implementations exist: ``cluster.ssh.SshCluster`` (real Slurm over the
+asyncssh pool) and ``cluster.demo.DemoCluster`` (a simulated Rivanna).  Because the demo
+implements the same methods with the same dataclasses, every pane and command runs its real code
+path against it; nothing special-cases the demo.
+
+All times are timezone-aware datetimes in the *cluster's* zone (Slurm prints local time; the
+implementation asks the cluster for its clock and offset), so a laptop in another zone computes
+the same waits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol, runtime_checkable
+
+#: Slurm job states after which a job will never run again.
+TERMINAL_STATES = frozenset({
+    "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL",
+    "DEADLINE", "OUT_OF_MEMORY", "REVOKED", "SPECIAL_EXIT",
+})
+#: States in which the job holds its allocation and runs (or is about to run) its script.
+STARTED_STATES = frozenset({
+    "RUNNING", "CONFIGURING", "COMPLETING", "RESIZING", "SIGNALING", "STAGE_OUT",
+})
+
+
+@dataclass(frozen=True)
+class NodeState:
+    """One compute node as sinfo/scontrol report it (each node appears once)."""
+
+    name: str
+    partitions: tuple[str, ...]
+    state: str  # lower-case Slurm state without flags: idle, mixed, allocated, drained, down, ...
+    gpu_type: str | None  # canonical rv GPU type (rv_tui.gpus), None for CPU nodes
+    gpus_total: int
+    gpus_used: int
+    cpus_total: int = 0
+    cpus_alloc: int = 0
+    memory_mb: int = 0
+    memory_alloc_mb: int = 0
+    features: tuple[str, ...] = ()
+
+    @property
+    def usable(self) -> bool:
+        """False for nodes that cannot take new work (down, drained, draining, ...)."""
+        return not any(s in self.state for s in ("down", "drain", "fail", "maint", "inval"))
+
+    @property
+    def gpus_free(self) -> int:
+        return max(0, self.gpus_total - self.gpus_used) if self.usable else 0
+
+
+@dataclass(frozen=True)
+class PartitionQueue:
+    """Queue depth of one partition: what competes with a new job there."""
+
+    partition: str
+    running_jobs: int = 0
+    pending_jobs: int = 0
+    pending_gpus: int = 0
+
+
+@dataclass(frozen=True)
+class GpuAvailability:
+    """Free/total GPUs of one type in one partition (nodes counted once per partition)."""
+
+    gpu_type: str
+    partition: str
+    gpus_total: int
+    gpus_free: int
+    nodes_total: int
+    nodes_with_free: int
+    max_free_on_one_node: int
+
+
+@dataclass(frozen=True)
+class ClusterSnapshot:
+    """What the cluster looks like at one instant (one round trip: sinfo + squeue + date)."""
+
+    taken_at: datetime
+    nodes: tuple[NodeState, ...]
+    queues: dict[str, PartitionQueue] = field(default_factory=dict)
+
+    def availability(self) -> list[GpuAvailability]:
+        """Free/total GPUs per (type, partition); each node counted once per partition."""
+        acc: dict[tuple[str, str], list[NodeState]] = {}
+        for node in self.nodes:
+            if not node.gpu_type:
+                continue
+            for part in node.partitions:
+                acc.setdefault((node.gpu_type, part), []).append(node)
+        out = []
+        for (gtype, part), nodes in sorted(acc.items()):
+            out.append(GpuAvailability(
+                gpu_type=gtype, partition=part,
+                gpus_total=sum(n.gpus_total for n in nodes),
+                gpus_free=sum(n.gpus_free for n in nodes),
+                nodes_total=len(nodes),
+                nodes_with_free=sum(1 for n in nodes if n.gpus_free > 0),
+                max_free_on_one_node=max((n.gpus_free for n in nodes), default=0),
+            ))
+        return out
+
+    def free_by_type(self) -> dict[str, tuple[int, int]]:
+        """(free, total) GPUs per type across the cluster, each node counted once."""
+        out: dict[str, list[int]] = {}
+        for node in self.nodes:
+            if node.gpu_type:
+                cur = out.setdefault(node.gpu_type, [0, 0])
+                cur[0] += node.gpus_free
+                cur[1] += node.gpus_total
+        return {k: (v[0], v[1]) for k, v in out.items()}
+
+
+@dataclass(frozen=True)
+class ProbeSpec:
+    """The shape of one ``sbatch --test-only`` probe; mirrors what would really be submitted."""
+
+    partition: str
+    gres: str  # per node, e.g. "gpu:a6000:4"
+    walltime_s: int
+    nodes: int = 1
+    cpus_per_task: int | None = None
+    mem: str | None = None  # per node, e.g. "187G"
+    constraint: str | None = None
+    account: str | None = None
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """Answer to a probe: when Slurm would start it (cluster time), or why it can't."""
+
+    spec: ProbeSpec
+    start: datetime | None
+    error: str | None = None
+    nodes: str | None = None
+
+
+@dataclass(frozen=True)
+class JobSubmission:
+    """One job to submit.
+
+    ``script`` is the complete sbatch script (what a real cluster runs).  The structured fields
+    repeat what the script says so that a simulated cluster can play the job without a shell and
+    so a request store can describe it; they must agree with the script.
+    """
+
+    script: str
+    name: str
+    partition: str
+    nodes: int
+    gpus_per_node: int
+    gpu_type: str
+    walltime_s: int
+    time_min_s: int | None = None
+    command: str | None = None  # None: an interactive allocation (rv up)
+    group_id: str | None = None  # the race group; jobs of one group claim it on start
+    stdout_path: str | None = None  # sbatch-level stdout (%x-%j expanded by the cluster)
+    stderr_path: str | None = None
+    checkpoint_total_s: int | None = None  # set for checkpoint-restart jobs
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    submission: JobSubmission
+    job_id: str | None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.job_id is not None
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    """A job as squeue (or scontrol, for recently finished jobs) reports it."""
+
+    job_id: str
+    name: str
+    user: str
+    state: str  # Slurm base state in upper case: PENDING, RUNNING, COMPLETED, CANCELLED, ...
+    partition: str
+    reason: str | None = None  # pending reason as Slurm says it (e.g. "Resources", "Priority")
+    nodes: tuple[str, ...] = ()
+    num_nodes: int = 1
+    gres: str = ""  # e.g. "gpu:a6000:4" per node
+    elapsed_s: int = 0
+    time_limit_s: int | None = None
+    start_time: datetime | None = None  # actual, or Slurm's estimate while pending
+    submit_time: datetime | None = None
+    exit_code: int | None = None
+    exit_signal: int | None = None
+    stdout_path: str | None = None
+    stderr_path: str | None = None
+    comment: str | None = None
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+    @property
+    def has_started(self) -> bool:
+        return self.state in STARTED_STATES
+
+
+@dataclass(frozen=True)
+class FileLine:
+    """One line read from a remote file by :meth:`Cluster.stream_files`."""
+
+    path: str
+    line: str  # without the trailing newline; may contain "\r" (progress bars)
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    """Result of a plain login-node command (``rv exec``)."""
+
+    command: str
+    exit_status: int
+    stdout: str
+    stderr: str
+    duration: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_status == 0
+
+
+@runtime_checkable
+class Cluster(Protocol):
+    """Everything rv needs from a Slurm cluster.
+
+    Implementations batch where the method takes a list: one call is one round trip.
+    """
+
+    name: str  # display name (host alias, or "demo")
+    user: str  # the Slurm user rv acts as
+    scratch: str  # remote scratch root, e.g. /scratch/abc1de
+    is_demo: bool
+
+    async def now(self) -> datetime:
+        """The cluster's current time (aware, in the cluster's zone)."""
+        ...
+
+    async def snapshot(self) -> ClusterSnapshot:
+        """Nodes with exact GPU use, and per-partition queue depth."""
+        ...
+
+    async def jobs(self, job_ids: Sequence[str] | None = None, *, all_users: bool = False) -> list[JobInfo]:
+        """The user's jobs (or the given ids, including recently finished ones when known)."""
+        ...
+
+    async def test_only(self, specs: Sequence[ProbeSpec]) -> list[ProbeResult]:
+        """Run ``sbatch --test-only`` for every spec in one round trip; results in order."""
+        ...
+
+    async def submit(self, submissions: Sequence[JobSubmission]) -> list[SubmitResult]:
+        """Submit every job in one round trip; results in order, failures carry the error."""
+        ...
+
+    async def cancel(self, job_ids: Sequence[str]) -> None:
+        """Cancel jobs; ids that already ended are not an error."""
+        ...
+
+    def stream_files(self, paths: Sequence[str], *, from_start: bool = True) -> AsyncIterator[FileLine]:
+        """Follow remote files (``tail -F`` semantics: late files, truncation) as one stream."""
+        ...
+
+    async def read_file(self, path: str) -> bytes: ...
+
+    async def write_file(self, path: str, data: bytes | str, mode: int = 0o600) -> None: ...
+
+    async def exec(self, command: str, *, timeout: float | None = None) -> ExecResult:
+        """Run a shell command on the login node (POSIX sh, quoted by the caller)."""
+        ...
+
+    async def close(self) -> None: ...
