@@ -1,0 +1,670 @@
+#!/usr/bin/env python3
+"""Start/stop the project's real local Slurm test cluster (Rivanna-like) on one Debian host.
+
+Why this exists: rv-tui's end-to-end tests must run against real Slurm (real sbatch/squeue
+output, real scheduling, real SSH), not a mock. This script builds a private cluster:
+
+* one munged (own key, own socket), one slurmctld, one slurmd per fake node (each in its own
+  UTS namespace so `hostname` == node name), fake GPUs via gres.conf File= symlinks to /dev/null;
+* a private sshd on 127.0.0.1 (own host key, key-only auth) for the test user `rvtest`;
+* all state/spool/log/pid files under one directory (default /tmp/rv-test-cluster,
+  override with env RV_TEST_CLUSTER_DIR), described by STATE_DIR/cluster.json.
+
+Stdlib only (runs with the system python3 before any venv exists). Must run as root.
+
+    python3 tests/cluster/cluster.py start|stop|status|info
+"""
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+STATE = Path(os.environ.get("RV_TEST_CLUSTER_DIR", "/tmp/rv-test-cluster")).resolve()
+CTLD_PORT = int(os.environ.get("RV_TEST_SLURMCTLD_PORT", "6817"))
+SLURMD_PORT_BASE = int(os.environ.get("RV_TEST_SLURMD_PORT_BASE", "6900"))
+CTLD_HOST = "rv-slurmctld"
+USER = "rvtest"
+OTHER_USER = "rvother"
+SCRATCH = Path("/scratch") / USER
+HOSTS_BEGIN = "# BEGIN rv-test-cluster (managed by tests/cluster/cluster.py)"
+HOSTS_END = "# END rv-test-cluster"
+TZ = "America/New_York"
+
+# (type key, gres type name, gpus per node, type partition, node names, cpus, memory MB, features)
+GPU_NODES: list[tuple[str, str, int, str, list[str], int, int, list[str]]] = [
+    ("mig", "1g.10gb", 56, "gpu-mig", ["udc-an26-1"], 128, 2000000, []),
+    ("rtx3090", "rtx3090", 4, "interactive-rtx3090", ["udc-ba27-1", "udc-ba27-2"], 32, 257000, []),
+    ("a6000", "a6000", 8, "gpu-a6000", ["udc-an37-1", "udc-an37-2", "udc-an37-3"], 48, 257000, []),
+    ("a40", "a40", 8, "gpu-a40", ["udc-an38-1", "udc-an38-2"], 48, 257000, []),
+    ("a100_40", "a100", 8, "gpu-a100-40", ["udc-an34-1", "udc-an34-2"], 128, 512000, ["a100_40gb"]),
+    ("a100_80", "a100", 8, "gpu-a100-80", ["udc-an36-1", "udc-an36-2"], 128, 1000000,
+     ["gpupod", "a100_80gb"]),
+    ("v100", "v100", 4, "gpu-v100", ["udc-ba26-1", "udc-ba26-2"], 40, 384000, []),
+    ("h200", "h200", 8, "gpu-h200", ["udc-an40-1", "udc-an40-2"], 64, 1500000, []),
+]
+CPU_NODES = ["udc-ba30-1", "udc-ba30-2"]
+CPU_NODE_CPUS, CPU_NODE_MEM = 40, 375000
+GPU_PARTITION_TYPES = {"a6000", "a40", "a100_40", "a100_80", "v100", "h200"}
+
+
+def all_nodes() -> list[str]:
+    names = [n for spec in GPU_NODES for n in spec[4]]
+    return names + CPU_NODES
+
+
+def log(msg: str) -> None:
+    print(f"[rv-test-cluster] {msg}", flush=True)
+
+
+# ---------------------------------------------------------------- paths
+
+class P:
+    etc = STATE / "etc"
+    conf = etc / "slurm.conf"
+    gres = etc / "gres.conf"
+    plugstack = etc / "plugstack.conf"
+    dev = STATE / "dev"
+    run = STATE / "run"
+    logs = STATE / "log"
+    slurm_state = STATE / "slurm" / "state"
+    spool = STATE / "slurm" / "spool"
+    munge = STATE / "munge"
+    munge_key = munge / "munge.key"
+    munge_sock = munge / "munge.socket.2"
+    munge_pid = run / "munged.pid"
+    ssh = STATE / "ssh"
+    sshd_config = ssh / "sshd_config"
+    host_key = ssh / "ssh_host_ed25519_key"
+    sshd_pid = run / "sshd.pid"
+    known_hosts = ssh / "known_hosts"
+    id_key = ssh / "id_ed25519"
+    bin = STATE / "bin"
+    site = STATE / "site"
+    info = STATE / "cluster.json"
+    ctld_pid = run / "slurmctld.pid"
+
+
+def slurmd_pid_file(node: str) -> Path:
+    return P.run / f"slurmd-{node}.pid"
+
+
+# ---------------------------------------------------------------- process helpers
+
+def read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def alive(pid: int | None, needle: str) -> bool:
+    """True if pid runs and its command line contains needle (guards against stale/reused pids)."""
+    if not pid:
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        if stat.rsplit(")", 1)[1].split()[0] == "Z":
+            return False
+    except (OSError, IndexError):
+        return False
+    return needle in cmdline(pid)
+
+
+def pid_alive(path: Path, needle: str) -> int | None:
+    pid = read_pid(path)
+    return pid if alive(pid, needle) else None
+
+
+def wait_for(pred, timeout: float, what: str, interval: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(interval)
+    raise RuntimeError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def run(cmd: list[str], check: bool = True, env: dict | None = None, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, check=check, text=True, capture_output=True, env=env, **kw)
+
+
+def slurm_env() -> dict:
+    env = dict(os.environ)
+    env["SLURM_CONF"] = str(P.conf)
+    return env
+
+
+def tail(path: Path, n: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return f"({path} missing)"
+
+
+# ---------------------------------------------------------------- config generation
+
+def slurm_conf() -> str:
+    lines = [
+        "# Generated by tests/cluster/cluster.py: rv-tui's local Rivanna-like test cluster.",
+        "ClusterName=rivanna-test",
+        f"SlurmctldHost={CTLD_HOST}(127.0.0.1)",
+        f"SlurmctldPort={CTLD_PORT}",
+        "SlurmUser=root",
+        "SlurmdUser=root",
+        "AuthType=auth/munge",
+        "CredType=cred/munge",
+        f"AuthInfo=socket={P.munge_sock}",
+        f"StateSaveLocation={P.slurm_state}",
+        f"SlurmdSpoolDir={P.spool}/%n",
+        f"SlurmctldPidFile={P.ctld_pid}",
+        f"SlurmdPidFile={P.run}/slurmd-%n.pid",
+        f"SlurmctldLogFile={P.logs}/slurmctld.log",
+        f"SlurmdLogFile={P.logs}/slurmd-%n.log",
+        "SlurmctldDebug=info",
+        "SlurmdDebug=info",
+        f"PlugStackConfig={P.plugstack}",
+        "ProctrackType=proctrack/linuxproc",
+        "TaskPlugin=task/none",
+        "SwitchType=switch/none",
+        "MpiDefault=none",
+        "JobAcctGatherType=jobacct_gather/none",
+        "AccountingStorageType=accounting_storage/none",
+        "JobCompType=jobcomp/none",
+        "SelectType=select/cons_tres",
+        "SelectTypeParameters=CR_Core_Memory",
+        "DefMemPerCPU=4000",
+        "GresTypes=gpu",
+        "SlurmdParameters=config_overrides",
+        "SchedulerType=sched/backfill",
+        "SchedulerParameters=sched_interval=1,bf_interval=1,bf_resolution=60,"
+        "sched_min_interval=0,batch_sched_delay=0",
+        "FirstJobId=1000001",
+        "EnforcePartLimits=ALL",
+        "MinJobAge=300",
+        "KillWait=5",
+        "ReturnToService=2",
+        "SlurmdTimeout=300",
+        "SlurmctldTimeout=120",
+        "InactiveLimit=0",
+        "MessageTimeout=10",
+        "TreeWidth=65533",
+        "PropagateResourceLimits=NONE",
+        "TmpFS=/tmp",
+        "",
+    ]
+    port = SLURMD_PORT_BASE
+    for _key, gtype, count, _part, names, cpus, mem, feats in GPU_NODES:
+        for name in names:
+            feat = f" Feature={','.join(feats)}" if feats else ""
+            lines.append(
+                f"NodeName={name} NodeAddr=127.0.0.1 Port={port} CPUs={cpus} Boards=1 "
+                f"SocketsPerBoard=2 CoresPerSocket={cpus // 2} ThreadsPerCore=1 "
+                f"RealMemory={mem} Gres=gpu:{gtype}:{count}{feat} State=UNKNOWN"
+            )
+            port += 1
+    for name in CPU_NODES:
+        lines.append(
+            f"NodeName={name} NodeAddr=127.0.0.1 Port={port} CPUs={CPU_NODE_CPUS} Boards=1 "
+            f"SocketsPerBoard=2 CoresPerSocket={CPU_NODE_CPUS // 2} ThreadsPerCore=1 "
+            f"RealMemory={CPU_NODE_MEM} State=UNKNOWN"
+        )
+        port += 1
+    lines.append("")
+    gpu_part_nodes = [n for spec in GPU_NODES if spec[0] in GPU_PARTITION_TYPES for n in spec[4]]
+    lines.append(f"PartitionName=gpu Nodes={','.join(gpu_part_nodes)} MaxTime=3-00:00:00 State=UP")
+    for key, _g, _c, part, names, *_ in GPU_NODES:
+        maxtime = "12:00:00" if key == "rtx3090" else "3-00:00:00"
+        lines.append(f"PartitionName={part} Nodes={','.join(names)} MaxTime={maxtime} State=UP")
+    cpu = ",".join(CPU_NODES)
+    lines.append(f"PartitionName=standard Nodes={cpu} Default=YES MaxTime=7-00:00:00 State=UP")
+    lines.append(f"PartitionName=interactive Nodes={cpu} MaxTime=12:00:00 State=UP")
+    return "\n".join(lines) + "\n"
+
+
+def gres_conf() -> str:
+    lines = ["# Fake GPUs: File= entries are symlinks to /dev/null (Slurm drops file-less typed GPUs).",
+             "AutoDetect=off"]
+    for _key, gtype, count, _part, names, *_ in GPU_NODES:
+        for name in names:
+            lines.append(f"NodeName={name} Name=gpu Type={gtype} File={P.dev}/nvidia[0-{count - 1}]")
+    return "\n".join(lines) + "\n"
+
+
+def hosts_block() -> str:
+    names = [CTLD_HOST] + all_nodes()
+    body = "\n".join(f"127.0.0.1 {n}" for n in names)
+    return f"{HOSTS_BEGIN}\n{body}\n{HOSTS_END}\n"
+
+
+ALLOCATIONS_DEFAULT = """\
+Account                      Balance        Reserved       Available
+-----------------          ---------       ---------       ---------
+rvtest                        100000               0           87654
+rvtest_lab                     50000            1200           41000
+
+for more information about a specific allocation,
+run: 'allocations -a <allocation name>'
+"""
+
+HDQUOTA_DEFAULT = """\
+Storage Type                    Location                 Size       Used      Avail   Use%
+--------------------------------------------------------------------------------------------
+Home Directory                  /home/rvtest            200 GB    12.5 GB   187.5 GB     6%
+Scratch Directory               /scratch/rvtest          10 TB     1.2 TB     8.8 TB    12%
+"""
+
+
+def site_tool(name: str) -> str:
+    return (
+        "#!/bin/sh\n"
+        f"# Stand-in for the Rivanna site tool '{name}' (rv-tui test cluster).\n"
+        f"# Tests may overwrite {P.site}/{name}.txt to change the output.\n"
+        f"exec cat {P.site}/{name}.txt\n"
+    )
+
+
+def sshd_config(port: int) -> str:
+    path = f"{P.bin}:/usr/local/bin:/usr/bin:/bin"
+    return "\n".join([
+        "# Private sshd for rv-tui's test cluster login node.",
+        f"Port {port}",
+        "ListenAddress 127.0.0.1",
+        f"HostKey {P.host_key}",
+        f"PidFile {P.sshd_pid}",
+        "PasswordAuthentication no",
+        "KbdInteractiveAuthentication no",
+        "PubkeyAuthentication yes",
+        "PermitRootLogin no",
+        "UsePAM no",
+        f"AllowUsers {USER}",
+        "AuthorizedKeysFile .ssh/authorized_keys",
+        "X11Forwarding no",
+        "AllowTcpForwarding yes",
+        "PrintMotd no",
+        "Subsystem sftp internal-sftp",
+        f"SetEnv TZ={TZ} SLURM_CONF={P.conf} PATH={path}",
+        "",
+    ])
+
+
+# ---------------------------------------------------------------- setup steps
+
+def write_if_changed(path: Path, text: str, mode: int = 0o644) -> bool:
+    try:
+        if path.read_text() == text:
+            os.chmod(path, mode)
+            return False
+    except OSError:
+        pass
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+    return True
+
+
+def ensure_user(name: str) -> pwd.struct_passwd:
+    try:
+        pw = pwd.getpwnam(name)
+    except KeyError:
+        run(["useradd", "-m", "-s", "/bin/bash", "-p", "*", name])
+        pw = pwd.getpwnam(name)
+    # '*' = no password but not locked ('!' would make sshd refuse the account).
+    shadow = run(["getent", "shadow", name], check=False).stdout
+    if shadow.split(":")[1:2] and shadow.split(":")[1].startswith("!"):
+        run(["usermod", "-p", "*", name])
+    home = Path(pw.pw_dir)
+    if not home.is_dir():
+        home.mkdir(parents=True)
+        os.chown(home, pw.pw_uid, pw.pw_gid)
+    os.chmod(home, 0o755)
+    return pw
+
+
+def ensure_hosts() -> None:
+    hosts = Path("/etc/hosts")
+    text = hosts.read_text()
+    block = hosts_block()
+    if block in text:
+        return
+    if HOSTS_BEGIN in text and HOSTS_END in text:
+        pre, rest = text.split(HOSTS_BEGIN, 1)
+        post = rest.split(HOSTS_END, 1)[1].lstrip("\n")
+        text = pre + block + post
+    else:
+        text = text.rstrip("\n") + "\n" + block
+    # /etc/hosts may be a bind mount in containers: write in place, not by rename.
+    with open(hosts, "w") as f:
+        f.write(text)
+
+
+def ensure_etc_slurm_links() -> None:
+    """Point /etc/slurm/{slurm,gres}.conf at ours so any process without SLURM_CONF finds the
+    cluster (jobs with --export=NONE, plain root shells). Never clobber a foreign real file."""
+    etc = Path("/etc/slurm")
+    etc.mkdir(parents=True, exist_ok=True)
+    for name, target in (("slurm.conf", P.conf), ("gres.conf", P.gres)):
+        link = etc / name
+        if link.is_symlink():
+            if os.readlink(link) == str(target):
+                continue
+            link.unlink()
+        elif link.exists():
+            log(f"note: {link} exists and is not ours; leaving it (SLURM_CONF still points at ours)")
+            continue
+        link.symlink_to(target)
+
+
+def prepare_files(port: int) -> bool:
+    """Write every config file; return True if slurm.conf/gres.conf changed."""
+    for d in (STATE, P.etc, P.dev, P.run, P.logs, P.slurm_state, P.spool, P.munge, P.ssh, P.bin, P.site):
+        d.mkdir(parents=True, exist_ok=True)
+    os.chmod(STATE, 0o755)
+    for d in (P.etc, P.dev, P.bin, P.site, P.ssh, P.run, P.logs):
+        os.chmod(d, 0o755)
+    os.chmod(P.munge, 0o755)  # clients (rvtest) need the socket
+    maxgpu = max(spec[2] for spec in GPU_NODES)
+    for i in range(maxgpu):
+        dev = P.dev / f"nvidia{i}"
+        if not dev.is_symlink():
+            dev.symlink_to("/dev/null")
+    for node in all_nodes():
+        (P.spool / node).mkdir(exist_ok=True)
+    changed = write_if_changed(P.conf, slurm_conf())
+    changed |= write_if_changed(P.gres, gres_conf())
+    write_if_changed(P.plugstack, "# empty: no SPANK plugins in the test cluster\n")
+    for tool, default in (("allocations", ALLOCATIONS_DEFAULT), ("hdquota", HDQUOTA_DEFAULT)):
+        if not (P.site / f"{tool}.txt").exists():
+            write_if_changed(P.site / f"{tool}.txt", default)
+        write_if_changed(P.bin / tool, site_tool(tool), 0o755)
+    return changed
+
+
+def ensure_users() -> None:
+    pw = ensure_user(USER)
+    ensure_user(OTHER_USER)
+    SCRATCH.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(SCRATCH.parent, 0o755)
+    SCRATCH.mkdir(exist_ok=True)
+    os.chown(SCRATCH, pw.pw_uid, pw.pw_gid)
+    os.chmod(SCRATCH, 0o755)
+    if not P.id_key.exists():
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "rvtest@rv-test-cluster", "-f", str(P.id_key)])
+    os.chmod(P.id_key, 0o600)
+    pub = Path(str(P.id_key) + ".pub").read_text().strip()
+    sshdir = Path(pw.pw_dir) / ".ssh"
+    sshdir.mkdir(exist_ok=True)
+    auth = sshdir / "authorized_keys"
+    existing = auth.read_text() if auth.exists() else ""
+    if pub not in existing:
+        auth.write_text(existing + ("" if not existing or existing.endswith("\n") else "\n") + pub + "\n")
+    for p, mode in ((sshdir, 0o700), (auth, 0o600)):
+        os.chown(p, pw.pw_uid, pw.pw_gid)
+        os.chmod(p, mode)
+
+
+def ensure_munge() -> None:
+    if pid_alive(P.munge_pid, "munged") and P.munge_sock.exists():
+        return
+    if not P.munge_key.exists():
+        run(["mungekey", "-c", "-k", str(P.munge_key)])
+    os.chmod(P.munge_key, 0o600)
+    for stale in (P.munge_sock, Path(str(P.munge_sock) + ".lock"), P.munge_pid):
+        stale.unlink(missing_ok=True)
+    run(["munged", "--force", f"--key-file={P.munge_key}", f"--socket={P.munge_sock}",
+         f"--pid-file={P.munge_pid}", f"--log-file={P.logs}/munged.log",
+         f"--seed-file={P.munge}/munged.seed"])
+    wait_for(lambda: P.munge_sock.exists() and pid_alive(P.munge_pid, "munged"), 10, "munged")
+
+
+def start_slurm(clear_state: bool) -> None:
+    env = slurm_env()
+    ctld = pid_alive(P.ctld_pid, "slurmctld")
+    if not ctld:
+        P.ctld_pid.unlink(missing_ok=True)
+        # -c: a fresh controller never resurrects jobs of a previous (killed) cluster.
+        args = ["unshare", "--uts", "sh", "-c", f"hostname {CTLD_HOST} && exec slurmctld -c"]
+        r = run(args, check=False, env=env)
+        if r.returncode != 0:
+            raise RuntimeError(f"slurmctld failed: {r.stderr}\n{tail(P.logs / 'slurmctld.log')}")
+    for node in all_nodes():
+        pf = slurmd_pid_file(node)
+        if pid_alive(pf, f"slurmd -N {node}"):
+            continue
+        pf.unlink(missing_ok=True)
+        r = run(["unshare", "--uts", "sh", "-c", f"hostname {node} && exec slurmd -N {node}"],
+                check=False, env=env)
+        if r.returncode != 0:
+            raise RuntimeError(f"slurmd {node} failed: {r.stderr}\n{tail(P.logs / f'slurmd-{node}.log')}")
+    wait_for(lambda: pid_alive(P.ctld_pid, "slurmctld"), 15, "slurmctld pid file")
+
+    def nodes_up() -> bool:
+        r = run(["sinfo", "-h", "-N", "-o", "%N %T"], check=False, env=env)
+        if r.returncode != 0:
+            return False
+        states = {}
+        for line in r.stdout.split("\n"):
+            if line.strip():
+                n, s = line.split()
+                states[n] = s
+        return len(states) == len(all_nodes()) and all(
+            s.rstrip("*~#$@+-").lower() in ("idle", "mixed", "allocated", "completing")
+            for s in states.values())
+
+    try:
+        wait_for(nodes_up, 30, "all nodes to register", 0.1)
+    except RuntimeError as e:
+        r = run(["sinfo", "-N"], check=False, env=env)
+        raise RuntimeError(f"{e}\n{r.stdout}{r.stderr}\n{tail(P.logs / 'slurmctld.log')}") from None
+
+
+def free_port(preferred: int) -> int:
+    for candidate in (preferred, 0):
+        s = socket.socket()
+        try:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("127.0.0.1", candidate))
+            return s.getsockname()[1]
+        except OSError:
+            continue
+        finally:
+            s.close()
+    raise RuntimeError("no free port")
+
+
+def ensure_sshd(port_hint: int | None) -> tuple[int, int]:
+    pid = pid_alive(P.sshd_pid, "sshd")
+    if pid and P.sshd_config.exists():
+        for line in P.sshd_config.read_text().splitlines():
+            if line.startswith("Port "):
+                port = int(line.split()[1])
+                # Rewrite config (e.g. after a code change) only matters on restart; keep running one.
+                return port, pid
+    P.sshd_pid.unlink(missing_ok=True)
+    if not P.host_key.exists():
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "rv-test-cluster-host", "-f", str(P.host_key)])
+    os.chmod(P.host_key, 0o600)
+    port = free_port(port_hint or 2222)
+    write_if_changed(P.sshd_config, sshd_config(port))
+    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+    r = run(["/usr/sbin/sshd", "-f", str(P.sshd_config), "-E", str(P.logs / "sshd.log")], check=False)
+    if r.returncode != 0:
+        raise RuntimeError(f"sshd failed: {r.stderr}\n{tail(P.logs / 'sshd.log')}")
+    wait_for(lambda: pid_alive(P.sshd_pid, "sshd"), 10, "sshd pid file")
+    pid = pid_alive(P.sshd_pid, "sshd")
+    hostpub = Path(str(P.host_key) + ".pub").read_text().split()
+    write_if_changed(P.known_hosts, f"[127.0.0.1]:{port} {hostpub[0]} {hostpub[1]}\n")
+    assert pid
+    return port, pid
+
+
+def write_info(port: int, sshd_pid: int) -> dict:
+    info = {
+        "host": "127.0.0.1",
+        "port": port,
+        "user": USER,
+        "identity_file": str(P.id_key),
+        "known_hosts": str(P.known_hosts),
+        "scratch": str(SCRATCH),
+        "other_user": OTHER_USER,
+        "slurm_conf": str(P.conf),
+        "state_dir": str(STATE),
+        "sshd_pid": sshd_pid,
+    }
+    write_if_changed(P.info, json.dumps(info, indent=2) + "\n")
+    return info
+
+
+# ---------------------------------------------------------------- stop
+
+def node_namespaces() -> set[str]:
+    ns = set()
+    for node in all_nodes():
+        pid = pid_alive(slurmd_pid_file(node), f"slurmd -N {node}")
+        if pid:
+            try:
+                ns.add(os.readlink(f"/proc/{pid}/ns/uts"))
+            except OSError:
+                pass
+    ctld = pid_alive(P.ctld_pid, "slurmctld")
+    if ctld:
+        try:
+            ns.add(os.readlink(f"/proc/{ctld}/ns/uts"))
+        except OSError:
+            pass
+    ns.discard(os.readlink("/proc/self/ns/uts"))  # never the host's own namespace
+    return ns
+
+
+def pids_in_namespaces(ns: set[str]) -> list[int]:
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if os.readlink(d / "ns" / "uts") in ns:
+                    out.append(int(d.name))
+            except OSError:
+                pass
+    return out
+
+
+def stop() -> None:
+    t0 = time.monotonic()
+    # Everything a slurmd started (slurmstepd, job processes) lives in that node's UTS namespace.
+    ns = node_namespaces()
+    daemons = []
+    for pf, needle in [(P.ctld_pid, "slurmctld"), (P.sshd_pid, "sshd"), (P.munge_pid, "munged")] + [
+        (slurmd_pid_file(n), f"slurmd -N {n}") for n in all_nodes()
+    ]:
+        pid = pid_alive(pf, needle)
+        if pid:
+            daemons.append(pid)
+    victims = set(daemons) | set(pids_in_namespaces(ns))
+    for pid in victims:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + 2.5
+    while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() and alive(p, "") for p in victims):
+        time.sleep(0.05)
+    for pid in set(victims) | set(pids_in_namespaces(ns)):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    for pf in [P.ctld_pid, P.sshd_pid, P.munge_pid] + [slurmd_pid_file(n) for n in all_nodes()]:
+        pf.unlink(missing_ok=True)
+    log(f"stopped {len(victims)} processes in {time.monotonic() - t0:.2f}s")
+
+
+# ---------------------------------------------------------------- start / status
+
+def start() -> dict:
+    t0 = time.monotonic()
+    if os.geteuid() != 0:
+        raise SystemExit("tests/cluster/cluster.py start must run as root")
+    for tool in ("slurmctld", "slurmd", "munged", "sshd", "sinfo", "unshare"):
+        if not shutil.which(tool) and not Path(f"/usr/sbin/{tool}").exists():
+            raise SystemExit(f"missing {tool}: run tests/cluster/install.sh first")
+    port_hint = None
+    if P.info.exists():
+        try:
+            port_hint = json.loads(P.info.read_text()).get("port")
+        except (OSError, ValueError):
+            pass
+    changed = prepare_files(port_hint or 2222)
+    if changed and (pid_alive(P.ctld_pid, "slurmctld") or any(
+            pid_alive(slurmd_pid_file(n), "slurmd") for n in all_nodes())):
+        log("slurm.conf changed: restarting the cluster")
+        stop()
+    ensure_hosts()
+    ensure_etc_slurm_links()
+    ensure_users()
+    ensure_munge()
+    start_slurm(clear_state=True)
+    port, sshd_pid = ensure_sshd(port_hint)
+    info = write_info(port, sshd_pid)
+    log(f"up in {time.monotonic() - t0:.2f}s: ssh -p {port} -i {P.id_key} {USER}@127.0.0.1 "
+        f"(SLURM_CONF={P.conf})")
+    return info
+
+
+def status() -> int:
+    ok = True
+    for pf, needle, name in [(P.munge_pid, "munged", "munged"), (P.ctld_pid, "slurmctld", "slurmctld"),
+                             (P.sshd_pid, "sshd", "sshd")] + [
+            (slurmd_pid_file(n), f"slurmd -N {n}", f"slurmd {n}") for n in all_nodes()]:
+        pid = pid_alive(pf, needle)
+        ok &= bool(pid)
+        print(f"{name:24} {'running pid ' + str(pid) if pid else 'NOT running'}")
+    return 0 if ok else 1
+
+
+def main(argv: list[str]) -> int:
+    cmd = argv[1] if len(argv) > 1 else "start"
+    if cmd == "start":
+        try:
+            info = start()
+        except (RuntimeError, subprocess.CalledProcessError) as e:
+            detail = getattr(e, "stderr", "") or ""
+            print(f"[rv-test-cluster] start failed: {e}\n{detail}", file=sys.stderr)
+            return 1
+        print(json.dumps(info))
+        return 0
+    if cmd == "stop":
+        stop()
+        return 0
+    if cmd == "restart":
+        stop()
+        print(json.dumps(start()))
+        return 0
+    if cmd == "status":
+        return status()
+    if cmd == "info":
+        print(P.info.read_text())
+        return 0
+    if cmd == "conf":
+        sys.stdout.write(slurm_conf())
+        return 0
+    print(__doc__)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
