@@ -239,9 +239,11 @@ def slurm_conf() -> str:
 def gres_conf() -> str:
     lines = ["# Fake GPUs: File= entries are symlinks to /dev/null (Slurm drops file-less typed GPUs).",
              "AutoDetect=off"]
-    for _key, gtype, count, _part, names, *_ in GPU_NODES:
+    for _key, gtype, count, _part, names, cpus, *_ in GPU_NODES:
         for name in names:
-            lines.append(f"NodeName={name} Name=gpu Type={gtype} File={P.dev}/nvidia[0-{count - 1}]")
+            # Cores= (all cores) only so sinfo shows Rivanna's "gpu:a6000:8(S:0-1)" form.
+            lines.append(f"NodeName={name} Name=gpu Type={gtype} File={P.dev}/nvidia[0-{count - 1}]"
+                         f" Cores=0-{cpus - 1}")
     return "\n".join(lines) + "\n"
 
 
