@@ -1,0 +1,70 @@
+"""Slurm pending reasons in plain language.
+
+squeue says ``(Resources)`` or ``(QOSMaxGRESPerUser)``; researchers want "waiting for free GPUs"
+or "your QOS GPU limit".  One table here so ``rv ps``, the race output and the TUI's jobs pane say
+the same thing.
+"""
+
+from __future__ import annotations
+
+#: Slurm reason code -> short plain-language text.
+REASON_TEXT: dict[str, str] = {
+    "Resources": "waiting for resources",
+    "Priority": "waiting behind higher-priority jobs",
+    "Dependency": "waiting for a dependency",
+    "DependencyNeverSatisfied": "dependency can never be satisfied",
+    "BeginTime": "waiting for its start time",
+    "JobHeldUser": "held by you",
+    "JobHeldAdmin": "held by an administrator",
+    "ReqNodeNotAvail": "requested nodes unavailable (maintenance or down)",
+    "PartitionDown": "partition is down",
+    "PartitionInactive": "partition is inactive",
+    "PartitionNodeLimit": "more nodes than the partition allows",
+    "PartitionTimeLimit": "walltime over the partition limit",
+    "Reservation": "waiting for a reservation",
+    "ReservationDeleted": "its reservation was deleted",
+    "NodeDown": "a needed node is down",
+    "BadConstraints": "constraints cannot be satisfied",
+    "InvalidQOS": "invalid QOS",
+    "InvalidAccount": "invalid account",
+    "AssocGrpGRES": "account GPU limit reached",
+    "AssocGrpCpuLimit": "account CPU limit reached",
+    "AssocMaxJobsLimit": "account job-count limit reached",
+    "AssocGrpBillingMinutes": "account out of service units",
+    "QOSMaxGRESPerUser": "QOS limit: GPUs per user",
+    "QOSMaxCpuPerUserLimit": "QOS limit: CPUs per user",
+    "QOSMaxJobsPerUserLimit": "QOS limit: jobs per user",
+    "QOSMaxSubmitJobPerUserLimit": "QOS limit: submitted jobs per user",
+    "QOSMaxNodePerUserLimit": "QOS limit: nodes per user",
+    "QOSGrpGRES": "QOS limit: group GPUs",
+    "QOSMaxWallDurationPerJobLimit": "QOS limit: walltime",
+    "QOSResourceLimit": "QOS limit",
+    "QOSJobLimit": "QOS limit: jobs",
+    "MaxGRESPerAccount": "account GPU limit reached",
+    "launch failed requeued held": "launch failed; held",
+    "BeginTimeNotSet": "waiting",
+    "Cleaning": "node is being cleaned up",
+    "Prolog": "running prolog",
+    "FrontEndDown": "front end down",
+    "NonZeroExitCode": "exited with a non-zero code",
+    "TimeLimit": "hit its time limit",
+    "None": "just submitted",
+}
+
+
+def reason_text(reason: str | None) -> str:
+    """Plain-language text for a Slurm pending reason (unknown codes are shown as they are)."""
+    if not reason:
+        return ""
+    reason = reason.strip().strip("()")
+    if reason in REASON_TEXT:
+        return REASON_TEXT[reason]
+    # "ReqNodeNotAvail, UnavailableNodes:..." and similar compound reasons
+    head = reason.split(",", 1)[0].strip()
+    if head in REASON_TEXT:
+        return REASON_TEXT[head]
+    if head.startswith("QOS"):
+        return f"QOS limit ({head})"
+    if head.startswith("Assoc"):
+        return f"account limit ({head})"
+    return reason
