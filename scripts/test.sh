@@ -21,27 +21,8 @@ else
   say "not root: skipping package install and the local Slurm cluster (cluster tests will skip)"
 fi
 
-# 2. Virtualenv at .venv with the project and its test extra.
-py="$root/.venv/bin/python"
-if [ ! -x "$py" ] || ! "$py" -c 'import sys' >/dev/null 2>&1; then
-  rm -rf .venv
-  if ! python3 -m venv .venv >/dev/null 2>&1; then
-    rm -rf .venv
-    if [ "$(id -u)" -eq 0 ]; then
-      pyver="$(python3 -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')"
-      bash tests/cluster/install.sh python3-venv "python${pyver}-venv" || exit 1
-    fi
-    python3 -m venv .venv || { say "python3 -m venv failed (install python3-venv)"; exit 1; }
-  fi
-fi
-stamp=".venv/.rv-test-installed"
-want="$(cat pyproject.toml | sha256sum | cut -d' ' -f1)"
-if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  say "installing rv-tui[test] into .venv"
-  "$py" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-  "$py" -m pip install -q -e '.[test]' || { say "pip install -e '.[test]' failed"; exit 1; }
-  echo "$want" > "$stamp"
-fi
+# 2. Virtualenv at .venv with the project and its test extra (shared with scripts/rv.sh).
+py="$(bash scripts/venv.sh test)" || exit 1
 
 # 3. The local Slurm test cluster (conftest.py reuses it; it also starts it itself if needed).
 if [ "$(id -u)" -eq 0 ]; then
