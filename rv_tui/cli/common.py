@@ -1,0 +1,101 @@
+"""Helpers every CLI command shares: open the cluster, JSON output, masking, small formatting.
+
+Why here: each command module stays about its own flags and output, and "which cluster am I
+talking to" (configured vs demo, and saying so) is decided the same way everywhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import asdict, is_dataclass
+from datetime import datetime
+from enum import Enum
+from typing import Any
+
+from rv_tui.cluster import open_cluster
+from rv_tui.cluster.base import Cluster
+from rv_tui.config import Config, load_config
+
+
+def add_json_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="machine-readable JSON on stdout")
+
+
+def load(args: argparse.Namespace) -> Config | None:
+    """The config (None when there is none; the demo cluster is used then)."""
+    cfg = getattr(args, "_config", None)
+    if cfg is None:
+        cfg = load_config()
+        args._config = cfg
+    return cfg
+
+
+async def open_from_args(args: argparse.Namespace) -> Cluster:
+    """The cluster for this invocation; prints a notice on stderr when it is the demo."""
+    config = load(args)
+    demo = bool(getattr(args, "demo", False))
+    cluster = await open_cluster(config, demo=demo, seed=getattr(args, "seed", None),
+                                 speed=getattr(args, "speed", None))
+    if cluster.is_demo:
+        why = "--demo" if demo else "no [connection] configured; run `rv init` to use your cluster"
+        print(f"rv: using the simulated demo cluster ({why})", file=sys.stderr)
+    return cluster
+
+
+@asynccontextmanager
+async def cluster_from_args(args: argparse.Namespace) -> AsyncIterator[Cluster]:
+    cluster = await open_from_args(args)
+    try:
+        yield cluster
+    finally:
+        try:
+            await cluster.close()
+        except Exception:
+            pass
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Dataclasses, enums, datetimes, tuples and sets as plain JSON values."""
+    if is_dataclass(obj) and not isinstance(obj, type):
+        return {k: to_jsonable(v) for k, v in asdict(obj).items()}
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, Enum):
+        return obj.value
+    if isinstance(obj, datetime):
+        return obj.isoformat()
+    return obj
+
+
+def print_json(obj: Any) -> None:
+    print(json.dumps(to_jsonable(obj), indent=2, sort_keys=False, default=str))
+
+
+def mask(value: str | None, keep: int = 4) -> str:
+    """``abcd****`` for secrets: enough to recognise a value, never enough to use it."""
+    if not value:
+        return ""
+    if len(value) <= keep:
+        return "*" * len(value)
+    return value[:keep] + "*" * min(8, len(value) - keep)
+
+
+def err(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def ask_yes(prompt: str, default: bool = False) -> bool:
+    """Interactive yes/no; on a non-tty stdin the default is the answer."""
+    if not sys.stdin.isatty():
+        return default
+    try:
+        ans = input(f"{prompt} [{'Y/n' if default else 'y/N'}] ").strip().lower()
+    except EOFError:
+        return default
+    return default if not ans else ans in ("y", "yes")

@@ -1,0 +1,294 @@
+"""``rv run [OPTIONS] [--] CMD...``: race every strategy for a batch command.
+
+Without ``-f`` it submits, records the group and returns at once (the on-cluster claim makes
+sure exactly one strategy runs the command and the winner cancels its siblings, even with the
+laptop closed).  With ``-f`` it watches the race, follows the winner's logs and exits with the
+job's real exit code (a killed, cancelled or timed-out job is non-zero).
+
+rv options come before the command; ``--`` also ends them.  rv flags found after the command are
+passed to the command, with a warning.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from rv_tui.allocator.model import Request, Strategy
+from rv_tui.allocator.race import Race, RaceEntry, RaceEvent, RaceEventKind, RaceResult
+from rv_tui.cli.common import add_json_flag, cluster_from_args, err, load, print_json, to_jsonable
+from rv_tui.cluster.base import Cluster, JobInfo, JobSubmission
+from rv_tui.config import Config
+from rv_tui.durations import parse_duration
+from rv_tui.errors import RvError
+from rv_tui.jobs.store import GroupStore, git_info, new_group_id
+
+#: rv flags that, seen after the command, were probably meant for rv.
+RV_FLAGS = ("-g", "--gpu", "-t", "--type", "--time", "--name", "--mem", "--mig", "-f", "--follow",
+            "--single-node", "--json", "--dry-run", "--detach", "--leave", "--account")
+
+
+# ----------------------------------------------------------------------------- options
+
+def add_request_options(p: argparse.ArgumentParser, *, default_name: str | None = None) -> None:
+    """The request flags ``rv up`` and ``rv run`` share."""
+    p.add_argument("-g", "--gpu", type=int, default=None, metavar="N", help="GPUs (default 1)")
+    p.add_argument("-t", "--type", default=None, metavar="TYPE",
+                   help="GPU type (a6000, a40, a100, a100_40, v100, h200, rtx3090, mig; default: any)")
+    p.add_argument("--time", default=None, metavar="DURATION", help="walltime: 2h, 30m, 2:59:00 (default from config)")
+    p.add_argument("--name", default=default_name, help="job name")
+    p.add_argument("--mem", default=None, help="memory per node, e.g. 64G")
+    p.add_argument("--mig", action="store_true", help="a free MIG slice (= -g 1 -t mig)")
+    p.add_argument("--single-node", action="store_true", help="no multi-node strategies")
+    p.add_argument("--account", default=None, help="Slurm account (default from config)")
+    p.add_argument("--max-strategies", type=int, default=16, metavar="N", help="race at most N strategies")
+    p.add_argument("--dry-run", action="store_true", help="print the plan, submit nothing")
+    p.add_argument("--leave", "--detach", dest="leave", action="store_true",
+                   help="on Ctrl-C, timeout or error leave submitted jobs queued instead of cancelling them")
+    p.add_argument("--wait-timeout", default=None, metavar="DURATION",
+                   help="give up (and cancel) if no strategy starts within this time")
+    add_json_flag(p)
+
+
+def build_request(args: argparse.Namespace, config: Config | None, command: str | None) -> Request:
+    """The Request for these flags (helper-3's ``request_from_args`` when present)."""
+    args.command_str = command
+    try:
+        from rv_tui.allocator.plan import request_from_args  # type: ignore[attr-defined]
+    except ImportError:
+        request_from_args = None
+    if request_from_args is not None:
+        req = request_from_args(args, config)
+        return req.with_(command=command) if req.command != command else req
+    return _fallback_request(args, config, command)
+
+
+def _fallback_request(args: argparse.Namespace, config: Config | None, command: str | None) -> Request:
+    from rv_tui.gpus import resolve_gpu_type
+
+    d = config.defaults if config else None
+    gtype = args.type or (d.gpu_type if d else None)
+    gpus = args.gpu or 1
+    if args.mig:
+        gtype, gpus = "mig", 1
+    if gtype in (None, "", "any"):
+        gtype = None
+    else:
+        gtype = resolve_gpu_type(gtype)
+    if gpus < 1:
+        raise RvError(f"--gpu must be at least 1 (got {gpus})")
+    return Request(gpus=gpus, gpu_type=gtype, time_s=parse_duration(args.time or (d.time if d else "2:59:00")),
+                   mem=args.mem, single_node=args.single_node, command=command, name=args.name,
+                   account=args.account or (d.account if d else None))
+
+
+async def make_plan_for(cluster: Cluster, request: Request, max_strategies: int) -> Any:
+    try:
+        from rv_tui.allocator.plan import make_plan
+    except ImportError as exc:
+        raise RvError("the allocator is not available in this build", hint=str(exc)) from exc
+    return await make_plan(cluster, request, max_strategies=max_strategies)
+
+
+def print_plan(plan: Any, as_json: bool) -> None:
+    if as_json:
+        print_json(plan.to_json() if hasattr(plan, "to_json") else plan)
+        return
+    from rv_tui.cli.plan_view import render_plan
+
+    print(render_plan(plan))
+
+
+def build_entries(cluster: Cluster, config: Config | None, request: Request, strategies: list[Strategy],
+                  group_id: str, kind: str) -> list[RaceEntry]:
+    """One job submission per strategy, with helper-5's templates."""
+    from rv_tui.jobs import templates
+
+    ctx = templates.job_context(cluster=cluster, config=config, request=request, group_id=group_id,
+                                kind=kind) if hasattr(templates, "job_context") else _make_ctx(
+        templates, cluster, config, request, group_id)
+    return [RaceEntry(submission=templates.build_submission(ctx, s), strategy=s) for s in strategies]
+
+
+def _make_ctx(templates: Any, cluster: Cluster, config: Config | None, request: Request, group_id: str) -> Any:
+    """Build a JobContext from whatever fields it declares (name-matched)."""
+    import dataclasses
+
+    cls = templates.JobContext
+    known: dict[str, Any] = {
+        "request": request, "group_id": group_id, "scratch": cluster.scratch, "config": config,
+        "command": request.command, "name": request.name, "user": cluster.user,
+        "account": request.account, "cluster": cluster,
+    }
+    names = {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set(known)
+    return cls(**{k: v for k, v in known.items() if k in names})
+
+
+def event_printer(as_json: bool, quiet: bool = False) -> Callable[[RaceEvent], None]:
+    """Print race events on stderr as they come (stdout stays for the result / JSON)."""
+    def show(ev: RaceEvent) -> None:
+        if as_json or quiet:
+            return
+        if ev.kind is RaceEventKind.NOTE:
+            err(f"rv: note: {ev.message}")
+        elif ev.kind is not RaceEventKind.STARTED:
+            err(f"  {ev.describe()}")
+    return show
+
+
+def race_summary(result: RaceResult) -> dict[str, Any]:
+    rec = result.record
+    return {
+        "group_id": result.group_id,
+        "outcome": result.outcome,
+        "winner": result.winner_id,
+        "winner_nodes": list(result.winner_info.nodes) if result.winner_info else [],
+        "cancelled": result.cancelled,
+        "jobs": to_jsonable(rec.jobs) if rec else [],
+        "errors": result.errors,
+    }
+
+
+# ----------------------------------------------------------------------------- command split
+
+def split_command(words: list[str]) -> tuple[str, list[str]]:
+    """The command string from trailing words, and any rv-looking flags found in it."""
+    if words and words[0] == "--":
+        words = words[1:]
+    suspicious = [w for w in words if w.split("=", 1)[0] in RV_FLAGS]
+    if len(words) == 1:
+        return words[0], suspicious
+    from rv_tui.quoting import join
+
+    return join(words), suspicious
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="race every strategy for a batch command",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_request_options(p)
+    p.add_argument("-f", "--follow", action="store_true",
+                   help="wait for the winner, follow its logs, exit with its exit code")
+    p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="CMD")
+    p.set_defaults(func=main)
+
+
+# ----------------------------------------------------------------------------- the command
+
+async def main(args: argparse.Namespace) -> int:
+    command, suspicious = split_command(list(args.cmd))
+    if not command.strip():
+        raise RvError("rv run needs a command", hint="rv run [OPTIONS] -- python train.py")
+    if suspicious:
+        err(f"rv: warning: {' '.join(suspicious)} after the command are passed to the command, not to rv "
+            "(put rv options before the command)")
+    config = load(args)
+    request = build_request(args, config, command)
+    async with cluster_from_args(args) as cluster:
+        plan = await make_plan_for(cluster, request, args.max_strategies)
+        if args.dry_run:
+            print_plan(plan, args.json)
+            return 0
+        group_id = new_group_id()
+        entries = build_entries(cluster, config, request, list(plan.strategies), group_id, "run")
+        return await run_race(cluster, entries, args, request, group_id, follow=args.follow)
+
+
+async def run_race(cluster: Cluster, entries: list[RaceEntry], args: argparse.Namespace, request: Request,
+                   group_id: str, *, follow: bool, store: GroupStore | None = None) -> int:
+    """Race ``entries``: without ``follow`` return after submission; with it, wait and follow."""
+    store = store or GroupStore()
+    timeout = parse_duration(args.wait_timeout) if getattr(args, "wait_timeout", None) else None
+    race = Race(cluster, entries, group_id=group_id, kind="run", name=request.name or entries[0].submission.name,
+                command=request.command, git=git_info(), store=store, timeout=timeout,
+                leave=bool(getattr(args, "leave", False)) or not follow)
+    show = event_printer(args.json)
+    submitted = 0
+    async with race:
+        async for ev in race:
+            show(ev)
+            if ev.kind in (RaceEventKind.SUBMITTED, RaceEventKind.SUBMIT_FAILED):
+                submitted += 1
+            if not follow and submitted == len(entries):
+                break
+            if ev.kind in (RaceEventKind.NO_WINNER, RaceEventKind.TIMEOUT):
+                break
+    result = race.result
+    if not follow:
+        if not race.job_ids:
+            raise RvError("no strategy could be submitted",
+                          hint="; ".join(j.error or "" for j in (result.record.jobs if result.record else ())) or None)
+        if args.json:
+            print_json({"group_id": group_id, "job_ids": race.job_ids, **race_summary(result)})
+        else:
+            print(f"group {group_id}: {len(race.job_ids)} job(s) racing: {' '.join(race.job_ids)}")
+            print(f"  follow with `rv ps`, `rv logs {race.job_ids[0]}`; stop with `rv stop {group_id}`")
+        return 0
+    if result.winner_id is None:
+        if args.json:
+            print_json(race_summary(result))
+        raise RvError(f"no strategy started ({result.outcome})",
+                      hint="see `rv ps -a`; jobs were cancelled" if not race.leave else "jobs left queued")
+    final = await follow_job(cluster, result.winner_id, quiet=args.json)
+    code = exit_code_of(final)
+    if args.json:
+        print_json({**race_summary(result), "state": final.state if final else None, "exit_code": code})
+    else:
+        state = final.state if final else "UNKNOWN"
+        print(f"job {result.winner_id} finished: {state} (exit {code})")
+    return code
+
+
+async def follow_job(cluster: Cluster, job_id: str, *, quiet: bool = False, poll: float = 1.0,
+                     on_line: Callable[[str], None] | None = None) -> JobInfo | None:
+    """Wait for a job to end, printing its log when a log follower is available; its final info."""
+    follower = None
+    try:
+        from rv_tui.logs import follow as _follow  # helper-7's follower, when it lands
+
+        follower = getattr(_follow, "follow_job", None)
+    except ImportError:
+        follower = None
+    if follower is not None and not quiet:
+        try:
+            async for line in follower(cluster, job_id):
+                text = getattr(line, "text", None) or getattr(line, "line", None) or str(line)
+                (on_line or print)(text)
+        except Exception as exc:  # the follower is a convenience; the final state is what counts
+            err(f"rv: log follow stopped: {exc}")
+    last: JobInfo | None = None
+    misses = 0
+    while True:
+        infos = await cluster.jobs([job_id])
+        info = next((j for j in infos if j.job_id == job_id), None)
+        if info is not None:
+            last = info
+            misses = 0
+            if info.is_terminal:
+                return info
+        else:
+            misses += 1
+            if misses > 30:
+                return last
+        await asyncio.sleep(poll)
+
+
+def exit_code_of(info: JobInfo | None) -> int:
+    """The job's real exit code; never 0 for a job that was killed, cancelled or timed out."""
+    if info is None:
+        return 1
+    if info.state == "COMPLETED":
+        return info.exit_code or 0
+    if info.exit_signal:
+        return 128 + info.exit_signal
+    if info.exit_code:
+        return info.exit_code
+    return {"TIMEOUT": 124, "CANCELLED": 130, "OUT_OF_MEMORY": 137}.get(info.state, 1)
+
+
+def elapsed_since(t0: float) -> float:
+    return time.monotonic() - t0
