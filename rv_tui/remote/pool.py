@@ -60,6 +60,8 @@ log = logging.getLogger(__name__)
 
 __all__ = ["CommandResult", "ConnState", "ConnectionEvent", "RemotePool", "RemoteStream"]
 
+_MAX_INLINE_SCRIPT = 64 * 1024
+
 ConnState = Literal["connecting", "connected", "reconnecting", "disconnected", "failed"]
 
 
@@ -432,8 +434,9 @@ class RemotePool:
 
     def _on_lost(self, holder: _Conn, exc: Exception | None) -> None:
         holder.lost = True
-        if holder in self._conns:
-            self._conns.remove(holder)
+        if holder not in self._conns:
+            return  # a connection attempt that failed (reported by connect) or an already-dropped one
+        self._conns.remove(holder)
         self._slot_freed.set()
         if self._closed:
             return
@@ -789,11 +792,16 @@ class RemotePool:
             return []
         nonce = "RVB" + secrets.token_hex(8)
         script = self._batch_script(cmds, nonce)
+        remote_cmd, stdin = script, None
+        if len(script.encode()) > _MAX_INLINE_SCRIPT:
+            # one argv string is capped at 128 KiB on Linux (MAX_ARG_STRLEN): feed big batches to
+            # the login shell on stdin instead (each command's own stdin is still /dev/null)
+            remote_cmd, stdin = 'exec "${SHELL:-/bin/sh}" -s', script
         t = self.command_timeout if timeout is None else timeout
         for attempt in (1, 2):
             started = time.time()
             try:
-                raw = await self._exec(script, timeout=t, stdin=None)
+                raw = await self._exec(remote_cmd, timeout=t, stdin=stdin)
             except _Dropped:
                 for c in cmds:
                     self.command_log.record(c, started_at=started, duration=time.time() - started,
