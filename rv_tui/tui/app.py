@@ -1,0 +1,292 @@
+"""The rv dashboard: one Textual app composing the same core the CLI uses.
+
+Threading model (harlequin's discipline): workers in :mod:`rv_tui.tui.workers` call the core and
+post :mod:`rv_tui.tui.messages`; the ``on_*`` handlers here update :class:`AppState` and tell the
+panes to re-render.  Panes never talk to Slurm or SSH.  A failed poll leaves every pane with its
+last data; the status bar shows the age and a banner says we are reconnecting.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from textual import on
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.widgets import Footer, TabbedContent, TabPane
+
+from rv_tui.cluster.base import Cluster
+from rv_tui.errors import RvError
+from rv_tui.tui import messages as m
+from rv_tui.tui import workers
+from rv_tui.tui.commands import RvCommands
+from rv_tui.tui.help import HelpScreen
+from rv_tui.tui.panes.cluster import ClusterPane
+from rv_tui.tui.panes.commandlog import CommandLogPane
+from rv_tui.tui.panes.config import ConfigPane
+from rv_tui.tui.panes.env import EnvPane
+from rv_tui.tui.panes.jobs import JobsPane
+from rv_tui.tui.panes.launch import LaunchPane
+from rv_tui.tui.panes.logs import LogsPane
+from rv_tui.tui.panes.race import RacePane
+from rv_tui.tui.recording import RecordingCluster, command_log_of
+from rv_tui.tui.state import AppState
+from rv_tui.tui.widgets.statusbar import DemoBanner, ReconnectBanner, StatusBar
+
+#: (tab id, title, key) in display order; the keys 1-8 switch panes.
+PANES: tuple[tuple[str, str, str], ...] = (
+    ("cluster", "Cluster", "1"),
+    ("jobs", "Jobs", "2"),
+    ("launch", "Launch", "3"),
+    ("race", "Race", "4"),
+    ("logs", "Logs", "5"),
+    ("env", "Env", "6"),
+    ("config", "Config", "7"),
+    ("commands", "Commands", "8"),
+)
+
+
+class RvApp(App[int]):
+    """``rv`` with no arguments."""
+
+    TITLE = "rv"
+    CSS_PATH = ["app.tcss"]
+    COMMANDS = App.COMMANDS | {RvCommands}
+    BINDINGS = [
+        *(Binding(key, f"show_pane('{pid}')", title, show=False, id=f"pane-{pid}")
+          for pid, title, key in PANES),
+        Binding("question_mark", "help", "Help", key_display="?"),
+        Binding("ctrl+r", "refresh", "Refresh", id="refresh"),
+        Binding("ctrl+q", "quit", "Quit", id="quit"),
+        Binding("ctrl+p", "command_palette", "Commands", show=True),
+    ]
+
+    def __init__(self, cluster: Cluster, *, config_path: Path | None = None,
+                 poll_interval: float = 5.0, clock: Callable[[], float] = time.time,
+                 probe_windows: bool = True) -> None:
+        super().__init__()
+        self.clock = clock
+        if command_log_of(cluster) is None:
+            cluster = RecordingCluster(cluster, clock=clock)  # type: ignore[assignment]
+        self.cluster: Any = cluster
+        self.command_log = command_log_of(cluster)
+        self.config_path = config_path
+        self.poll_interval = poll_interval
+        self.state = AppState()
+        self.poller = workers.Poller(cluster, self, poll_interval,
+                                     probe=workers.backfill_windows if probe_windows else None)
+        self._log_listener_remove: Callable[[], None] | None = None
+
+    # ------------------------------------------------------------------ layout
+    def compose(self) -> ComposeResult:
+        yield StatusBar(id="statusbar")
+        banner = DemoBanner(id="demo-banner")
+        banner.display = bool(getattr(self.cluster, "is_demo", False))
+        yield banner
+        reconnect = ReconnectBanner(id="reconnect-banner")
+        reconnect.display = False
+        yield reconnect
+        with TabbedContent(initial="cluster", id="tabs"):
+            with TabPane("1 Cluster", id="cluster"):
+                yield ClusterPane(id="cluster-pane")
+            with TabPane("2 Jobs", id="jobs"):
+                yield JobsPane(id="jobs-pane")
+            with TabPane("3 Launch", id="launch"):
+                yield LaunchPane(id="launch-pane")
+            with TabPane("4 Race", id="race"):
+                yield RacePane(id="race-pane")
+            with TabPane("5 Logs", id="logs"):
+                yield LogsPane(id="logs-pane")
+            with TabPane("6 Env", id="env"):
+                yield EnvPane(id="env-pane")
+            with TabPane("7 Config", id="config"):
+                yield ConfigPane(id="config-pane", path=self.config_path)
+            with TabPane("8 Commands", id="commands"):
+                yield CommandLogPane(id="commandlog-pane", time_format=self._format_time)
+        yield Footer()
+
+    def _format_time(self, t: float) -> str:
+        return time.strftime("%H:%M:%S", time.localtime(t))
+
+    def on_mount(self) -> None:
+        self.title = f"rv · {self.cluster.name}"
+        self._render_status()
+        if self.command_log is not None:
+            self.query_one(CommandLogPane).add_records(self.command_log.records())
+            self._log_listener_remove = self.command_log.add_listener(
+                lambda rec: self.post_message(m.CommandRecorded(rec)))
+        self.run_worker(self.poller.run(), name="poll", group="poll", exclusive=True,
+                        exit_on_error=False)
+        self.set_interval(1.0, self._render_status, name="age-tick")
+        self.query_one("#cluster-table").focus()
+
+    def on_unmount(self) -> None:
+        if self._log_listener_remove:
+            self._log_listener_remove()
+
+    # ------------------------------------------------------------------ status
+    def _render_status(self) -> None:
+        now = self.clock()
+        self.query_one(StatusBar).show(self.cluster.name, self.cluster.user, self.state, now)
+        banner = self.query_one(ReconnectBanner)
+        banner.display = self.state.connection == "reconnecting"
+        if banner.display:
+            banner.show(self.state, now)
+
+    # ------------------------------------------------------------------ message handlers
+    def on_cluster_polled(self, message: m.ClusterPolled) -> None:
+        self.state.record_snapshot(message.snapshot, message.jobs, self.clock(), message.windows)
+        self.state.poll_duration = message.duration
+        self.query_one(ClusterPane).refresh_from(self.state)
+        self.query_one(JobsPane).refresh_from(self.state)
+        self.query_one(RacePane).refresh_from(self.state)
+        self._render_status()
+
+    def on_poll_failed(self, message: m.PollFailed) -> None:
+        self.state.record_failure(message.message)
+        if self.state.snapshot is None:
+            self.query_one(ClusterPane).refresh_from(self.state)
+        self._render_status()
+
+    def on_command_recorded(self, message: m.CommandRecorded) -> None:
+        self.query_one(CommandLogPane).add_records([message.record])
+
+    def on_operation_failed(self, message: m.OperationFailed) -> None:
+        text = message.message + (f"\n{message.hint}" if message.hint else "")
+        self.notify(text, title=f"{message.what} failed", severity="error", timeout=10)
+
+    def on_jobs_cancelled(self, message: m.JobsCancelled) -> None:
+        self.notify(f"cancelled {', '.join(message.job_ids)}", title="cancel")
+        self.poller.poke()
+
+    # ------------------------------------------------------------------ actions
+    def action_show_pane(self, pane: str) -> None:
+        tabs = self.query_one(TabbedContent)
+        tabs.active = pane
+        self._focus_pane(pane)
+
+    @on(TabbedContent.TabActivated)
+    def _tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        if event.pane.id:
+            self._focus_pane(event.pane.id)
+
+    def _focus_pane(self, pane: str) -> None:
+        targets = {
+            "cluster": "#cluster-table", "jobs": "#jobs-table", "launch": "#launch-command",
+            "race": "#race-lanes", "logs": "#log-view", "env": "#env-table",
+            "config": "#config-table", "commands": "#commandlog-table",
+        }
+        selector = targets.get(pane)
+        if selector:
+            try:
+                self.query_one(selector).focus()
+            except Exception:  # pane not mounted yet
+                pass
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen())
+
+    def action_refresh(self) -> None:
+        self.poller.poke()
+        self.notify("refreshing…", timeout=1.5)
+
+    # ------------------------------------------------------------------ services for panes
+    def start_worker(self, coro: Any, *, group: str, exclusive: bool = True) -> None:
+        """Run a core call as a worker (panes call this; the worker posts the result)."""
+        self.run_worker(coro, group=group, exclusive=exclusive, exit_on_error=False)
+
+    def show_error(self, exc: BaseException, what: str = "error") -> None:
+        msg, hint = workers.describe_error(exc)
+        self.post_message(m.OperationFailed(what, msg, hint))
+
+    def open_logs(self, job_id: str) -> None:
+        self.action_show_pane("logs")
+        self.query_one(LogsPane).follow(job_id)
+
+    def jobs_by_id(self) -> dict[str, Any]:
+        return {j.job_id: j for j in self.state.jobs}
+
+    def load_config(self) -> Any:
+        """The current config (None when there is none or it is broken)."""
+        try:
+            from rv_tui.config import load_config
+
+            return load_config(self.config_path) if self.config_path else load_config()
+        except Exception:  # noqa: BLE001 - the config pane shows config errors
+            return None
+
+    def run_pane_action(self, pane: str, action: str) -> None:
+        """Switch to ``pane`` and run one of its actions (used by the command palette)."""
+        widgets = {"launch": LaunchPane, "jobs": JobsPane, "logs": LogsPane, "env": EnvPane,
+                   "config": ConfigPane, "race": RacePane}
+        self.action_show_pane(pane)
+        widget = self.query_one(widgets[pane])
+        getattr(widget, f"action_{action}")()
+
+    # ------------------------------------------------------------------ race
+    def start_race(self, plan: Any, request: Any) -> None:
+        self._race_holder: dict[str, Any] = {}
+        self.action_show_pane("race")
+        self.start_worker(workers.run_race(self, self.cluster, plan, request, self.load_config(),
+                                           self._race_holder), group="race", exclusive=True)
+
+    def abort_race(self) -> None:
+        race = getattr(self, "_race_holder", {}).get("race")
+        if race is None or race.result.outcome != "racing" or race.result.winner_id:
+            self.notify("no race in progress", severity="warning")
+            return
+
+        async def abort() -> None:
+            try:
+                ids = await race.abort()
+            except Exception as exc:  # noqa: BLE001
+                self.show_error(exc, "abort")
+                return
+            self.post_message(m.JobsCancelled(list(ids)))
+
+        self.start_worker(abort(), group="abort")
+
+    def on_race_started(self, message: m.RaceStarted) -> None:
+        self.query_one(RacePane).start(message.group_id, message.strategies)
+
+    def on_race_event_arrived(self, message: m.RaceEventArrived) -> None:
+        self.query_one(RacePane).apply(message.event)
+        if str(message.event.kind) == "winner":
+            self.notify(f"{message.event.label} won: job {message.event.job_id}", title="race won")
+            self.poller.poke()
+
+    def on_race_finished(self, message: m.RaceFinished) -> None:
+        self.poller.poke()
+
+    # ------------------------------------------------------------------ attach
+    def attach(self, job: Any) -> None:
+        """Open a shell in a running job's allocation (the terminal is handed to ssh)."""
+        if getattr(self.cluster, "is_demo", False):
+            self.notify("the demo cluster has no real nodes to open a shell on", title="attach",
+                        severity="warning")
+            return
+        try:
+            from rv_tui.cli.up import attach_remote_command, ssh_argv
+
+            config = self.load_config()
+            argv = ssh_argv(config, attach_remote_command(self.cluster, config, job.job_id, None))
+        except Exception as exc:  # noqa: BLE001
+            self.show_error(exc, "attach")
+            return
+        import subprocess
+
+        with self.suspend():
+            subprocess.run(argv)
+
+
+def run_app(cluster: Cluster, **kwargs: Any) -> int:
+    """Run the dashboard until the user quits; RvError at startup is the caller's to print."""
+    try:
+        app = RvApp(cluster, **kwargs)
+    except RvError:
+        raise
+    result = app.run()
+    return int(result or 0)

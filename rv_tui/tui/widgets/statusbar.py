@@ -1,0 +1,66 @@
+"""The always-visible top bar: cluster, connection state, last update and its age, demo banner."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.widgets import Static
+
+from rv_tui.tui.state import AppState
+
+_CONN_STYLE = {
+    "connected": ("●", "bold green"),
+    "connecting": ("◌", "bold yellow"),
+    "reconnecting": ("◌", "bold yellow"),
+}
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "never"
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s ago"
+    if s < 3600:
+        return f"{s // 60}m {s % 60:02d}s ago"
+    return f"{s // 3600}h {s % 3600 // 60:02d}m ago"
+
+
+class StatusBar(Static):
+    """``rv · rivanna (abc1de)   ● connected   updated 14:03:22 (3s ago)``."""
+
+    def show(self, name: str, user: str, state: AppState, now: float) -> None:
+        dot, style = _CONN_STYLE.get(state.connection, ("✗", "bold red"))
+        conn = state.connection
+        if state.connection == "reconnecting":
+            conn = f"reconnecting (try {state.failures})"
+        updated = "–"
+        if state.snapshot is not None:
+            updated = state.snapshot.taken_at.strftime("%H:%M:%S")
+        age = state.age(now)
+        stale = age is not None and age > 60
+        text = Text.assemble(
+            (" rv ", "bold reverse"), " ", (name, "bold"), (f" ({user})", "dim"), "   ",
+            (f"{dot} {conn}", style), "   ",
+            ("updated ", "dim"), (updated, "bold"), (f" ({_age(age)})", "bold red" if stale else "dim"),
+        )
+        if state.connection != "connected" and state.last_error:
+            text.append(f"   {state.last_error}", style="red")
+        self.update(text)
+
+
+class DemoBanner(Static):
+    """Shown whenever ``cluster.is_demo``: nobody should mistake the simulation for Rivanna."""
+
+    def on_mount(self) -> None:
+        self.update(Text(" DEMO — simulated cluster: nothing here runs on a real cluster ",
+                         style="bold"))
+
+
+class ReconnectBanner(Static):
+    """Shown while polls fail: the panes keep their last data."""
+
+    def show(self, state: AppState, now: float) -> None:
+        age = state.age(now)
+        kept = f"showing data from {_age(age)}" if age is not None else "no data yet"
+        self.update(Text.assemble(("⚠ connection lost — reconnecting… ", "bold"),
+                                  (f"{kept}; {state.last_error or ''}", "")))

@@ -1,0 +1,207 @@
+"""The async workers that talk to the core and post messages.
+
+Each function here is a coroutine the app runs with ``run_worker(..., exit_on_error=False)``.
+They call the core (a :class:`Cluster`, the allocator, the race engine, the log follower, the env
+store) and report only through ``target.post_message``; no widget is touched from here.
+Errors become :class:`OperationFailed` / :class:`PollFailed` messages with the hint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+from textual.message_pump import MessagePump
+
+from rv_tui.cluster.base import Cluster
+from rv_tui.errors import RvError
+from rv_tui.tui import messages as m
+
+
+def describe_error(exc: BaseException) -> tuple[str, str | None]:
+    """(message, hint) for any exception, without a traceback."""
+    if isinstance(exc, RvError):
+        return exc.message, exc.hint
+    if isinstance(exc, (OSError, asyncio.TimeoutError)):
+        return f"connection problem: {exc or type(exc).__name__}", "rv keeps retrying; check your network/VPN"
+    return f"{type(exc).__name__}: {exc}", "this is a bug in rv; the command log (7) shows what ran"
+
+
+class Poller:
+    """Polls snapshot + jobs forever; the next poll starts only after the last one finished.
+
+    ``poke()`` starts the next poll at once (the refresh key), without overlapping a running one.
+    """
+
+    def __init__(self, cluster: Cluster, target: MessagePump, interval: float,
+                 probe: Callable[[Cluster], Any] | None = None) -> None:
+        self.cluster = cluster
+        self.target = target
+        self.interval = interval
+        self.probe = probe
+        self._wake = asyncio.Event()
+        self.polls = 0
+        self.probe_every = 6  # backfill probes are sbatch --test-only calls: every 6th poll
+
+    def poke(self) -> None:
+        self._wake.set()
+
+    async def poll_once(self) -> None:
+        t0 = time.monotonic()
+        try:
+            snap = await self.cluster.snapshot()
+            jobs = await self.cluster.jobs()
+            windows: dict[str, int] = {}
+            if self.probe is not None and self.polls % self.probe_every == 0:
+                try:
+                    windows = await self.probe(self.cluster, snap)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # backfill windows are a nicety; never fail the poll for them
+                    windows = {}
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a message
+            msg, hint = describe_error(exc)
+            self.target.post_message(m.PollFailed(msg, hint))
+        else:
+            self.target.post_message(m.ClusterPolled(snap, jobs, time.monotonic() - t0, windows))
+        self.polls += 1
+
+    async def run(self) -> None:
+        backoff = self.interval
+        while True:
+            await self.poll_once()
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=backoff)
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+
+
+async def make_plan(target: MessagePump, cluster: Cluster, request: Any) -> None:
+    """Dry-run the allocator for the launch form."""
+    try:
+        from rv_tui.allocator.plan import make_plan as _make_plan
+
+        plan = await _make_plan(cluster, request)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        msg, hint = describe_error(exc)
+        target.post_message(m.OperationFailed("plan", msg, hint))
+        return
+    target.post_message(m.PlanReady(plan))
+
+
+async def cancel_jobs(target: MessagePump, cluster: Cluster, job_ids: list[str]) -> None:
+    try:
+        await cluster.cancel(job_ids)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        msg, hint = describe_error(exc)
+        target.post_message(m.OperationFailed("cancel", msg, hint))
+        return
+    target.post_message(m.JobsCancelled(job_ids))
+
+
+async def backfill_windows(cluster: Cluster, snapshot: Any) -> dict[str, int]:
+    """Longest walltime that starts now, per partition, for a 1-GPU job (the allocator's probe)."""
+    from rv_tui.allocator.model import Request
+    from rv_tui.allocator.probe import probe
+
+    outcome = await probe(cluster, Request(gpus=1), snapshot)
+    out: dict[str, int] = {}
+    for w in outcome.windows:
+        out[w.partition] = max(out.get(w.partition, 0), int(w.window_s))
+    return out
+
+
+def script_for(cluster: Cluster, request: Any, strategy: Any, config: Any = None) -> str:
+    """The exact sbatch script one strategy would submit (local, no round trip)."""
+    from rv_tui.cli.run import build_entries
+
+    entries = build_entries(cluster, config, request, [strategy], "preview", "run" if request.command else "up")
+    return entries[0].submission.script
+
+
+async def run_race(target: MessagePump, cluster: Cluster, plan: Any, request: Any,
+                   config: Any = None, holder: dict | None = None) -> None:
+    """Fan out every strategy of ``plan`` and post each race event as it happens."""
+    from rv_tui.allocator.race import Race
+    from rv_tui.cli.run import build_entries
+    from rv_tui.jobs.store import GroupStore, new_group_id
+
+    group_id = new_group_id()
+    kind = "run" if request.command else "up"
+    try:
+        entries = build_entries(cluster, config, request, list(plan.strategies), group_id, kind)
+        race = Race(cluster, entries, group_id=group_id, kind=kind, store=GroupStore())
+    except Exception as exc:  # noqa: BLE001
+        msg, hint = describe_error(exc)
+        target.post_message(m.OperationFailed("launch", msg, hint))
+        return
+    if holder is not None:
+        holder["race"] = race
+    target.post_message(m.RaceStarted(group_id, list(plan.strategies)))
+    try:
+        async with race:
+            async for event in race:
+                target.post_message(m.RaceEventArrived(event))
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        msg, hint = describe_error(exc)
+        target.post_message(m.OperationFailed("race", msg, hint))
+    target.post_message(m.RaceFinished(race.result.winner_id))
+
+
+#: Log lines are posted at most this often (seconds) or this many at a time.
+LOG_BATCH_S = 0.05
+LOG_BATCH_MAX = 5000
+
+
+async def follow_logs(target: MessagePump, cluster: Cluster, job_id: str, job: Any) -> None:
+    """Follow a job's merged per-node logs, posting :class:`LogBatch` messages every 50 ms.
+
+    A reader task appends to a buffer; this loop flushes it on a fixed beat, so a fast job costs
+    the UI ~20 messages/s whatever its line rate, and a slow one shows each line within 50 ms.
+    """
+    buf: list[m.LogEntry] = []
+
+    async def pump() -> None:
+        async for entry in _log_entries(cluster, job_id, job):
+            buf.append(entry)
+            if len(buf) >= LOG_BATCH_MAX:
+                await asyncio.sleep(0)
+
+    reader = asyncio.create_task(pump())
+    try:
+        while True:
+            done, _ = await asyncio.wait({reader}, timeout=LOG_BATCH_S)
+            if buf:
+                batch, buf[:] = list(buf), []
+                target.post_message(m.LogBatch(job_id, batch))
+            if done:
+                break
+        exc = reader.exception()
+        if exc is not None:
+            msg, hint = describe_error(exc)
+            target.post_message(m.OperationFailed("logs", msg, hint))
+            target.post_message(m.LogEnded(job_id, "error"))
+            return
+    finally:
+        reader.cancel()
+    target.post_message(m.LogEnded(job_id, "job ended"))
+
+
+async def _log_entries(cluster: Cluster, job_id: str, job: Any):
+    """LogEntry items from the core's log follower."""
+    from rv_tui.logs import follower  # helper-7's merged per-node follower
+
+    async for line in follower.follow(cluster, job_id):
+        yield m.LogEntry(getattr(line, "node", None), getattr(line, "stream", "out"),
+                         getattr(line, "text", str(line)))
