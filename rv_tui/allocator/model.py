@@ -34,6 +34,7 @@ class Request:
     account: str | None = None
     cpus_per_gpu: int | None = None
     exclude_nodes: tuple[str, ...] = ()
+    partition: str | None = None  # restrict to one partition (config defaults.partition or -p)
 
     def with_(self, **changes: Any) -> "Request":
         return replace(self, **changes)
