@@ -470,3 +470,15 @@ async def test_connect_through_ssh_config_alias(slurm_cluster: Any, tmp_path: Pa
     t = SshTarget.from_config(ConnectionConfig(host="rv-test-alias", user=c.user), ssh_config=cfg)
     async with RemotePool(t) as p:
         assert (await p.run("id -un")).stdout.strip() == c.user
+
+
+@pytest.mark.cluster
+async def test_refused_channels_are_retried_not_failed(slurm_cluster: Any) -> None:
+    # sshd frees a session slot slightly after the client sees the channel close, so with 9 of
+    # MaxSessions=10 under churn the server refuses some opens; the pool must absorb that.
+    async with RemotePool(target_for(slurm_cluster), max_channels=9) as p:
+        for _ in range(5):
+            rs = await asyncio.gather(*(p.run("true") for _ in range(40)), return_exceptions=True)
+            assert [r for r in rs if isinstance(r, BaseException)] == []
+            assert all(r.ok for r in rs)  # type: ignore[union-attr]
+        assert p.max_open_channels <= 9

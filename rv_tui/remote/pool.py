@@ -34,9 +34,9 @@ import re
 import secrets
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeVar
 
 import asyncssh
 
@@ -61,6 +61,9 @@ log = logging.getLogger(__name__)
 __all__ = ["CommandResult", "ConnState", "ConnectionEvent", "RemotePool", "RemoteStream"]
 
 _MAX_INLINE_SCRIPT = 64 * 1024
+_OPEN_RETRY_S = 10.0  # how long to keep retrying a refused channel open
+_CAP_RESTORE_S = 5.0  # after a refusal, raise the lowered cap by one this often
+_T = TypeVar("_T")
 
 ConnState = Literal["connecting", "connected", "reconnecting", "disconnected", "failed"]
 
@@ -131,6 +134,8 @@ class _Conn:
         self.conn: asyncssh.SSHClientConnection | None = None
         self.open = 0
         self.lost = False
+        self.cap: int | None = None  # lowered after the server refused a channel ("open failed")
+        self.cap_restore_at = 0.0
 
     @property
     def usable(self) -> bool:
@@ -214,6 +219,7 @@ class RemotePool:
         self.queued = 0
         self.max_queued = 0
         self.connects = 0
+        self.channel_refusals = 0  # channel opens the server refused (then retried)
 
     # ------------------------------------------------------------------ lifecycle / events
 
@@ -514,7 +520,12 @@ class RemotePool:
             if not alive:
                 await self._wait_connected(deadline)
                 continue
-            free = [c for c in alive if c.open < self.max_channels]
+            now = time.monotonic()
+            for c in alive:
+                if c.cap is not None and now >= c.cap_restore_at:
+                    c.cap = c.cap + 1 if c.cap + 1 < self.max_channels else None
+                    c.cap_restore_at = now + _CAP_RESTORE_S
+            free = [c for c in alive if c.open < (c.cap or self.max_channels)]
             if free:
                 holder = min(free, key=lambda c: c.open)
                 holder.open += 1
@@ -585,6 +596,38 @@ class RemotePool:
         self._bg.add(task)
         task.add_done_callback(self._bg.discard)
 
+    async def _open_channel(self, holder: _Conn, opener: Callable[[], Awaitable[_T]]) -> _T:
+        """Open a channel, retrying briefly when the server refuses it.
+
+        OpenSSH frees a session slot a little after the client sees the previous channel close,
+        so under churn even 8 < MaxSessions(10) channels are sometimes refused ("open failed"),
+        and some servers set MaxSessions lower. On refusal this connection's cap is lowered
+        (restored one step every few seconds) and the open is retried with backoff.
+        """
+        delay = 0.02
+        deadline = time.monotonic() + _OPEN_RETRY_S
+        while True:
+            try:
+                return await opener()
+            except asyncssh.ChannelOpenError as exc:
+                if not holder.usable:
+                    raise _Dropped(str(exc)) from None
+                if time.monotonic() >= deadline:
+                    raise ConnectionLost(
+                        f"the server keeps refusing new SSH channels: {exc.reason}",
+                        hint="the server may limit sessions per connection (sshd MaxSessions); lower max_channels",
+                    ) from None
+                new_cap = max(1, holder.open - 1)
+                if holder.cap is None or new_cap < holder.cap:
+                    holder.cap = new_cap
+                    log.info("server refused a channel with %d open; cap lowered to %d", holder.open - 1, new_cap)
+                holder.cap_restore_at = time.monotonic() + _CAP_RESTORE_S
+                self.channel_refusals += 1
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.5)
+            except (asyncssh.Error, OSError) as exc:
+                raise _Dropped(str(exc)) from None
+
     async def _kill_group(self, pid: int) -> None:
         """Kill a remote process group (best effort, on a fresh channel)."""
         cmd = f"kill -TERM -- -{pid} 2>/dev/null || kill -TERM {pid} 2>/dev/null; true"
@@ -600,17 +643,7 @@ class RemotePool:
             t0 = time.monotonic()
             conn = holder.conn
             assert conn is not None
-            try:
-                proc = await conn.create_process(self._wrap(cmd), encoding=None)
-            except asyncssh.ChannelOpenError as exc:
-                if not holder.usable:
-                    raise _Dropped(str(exc)) from None
-                raise ConnectionLost(
-                    f"could not open an SSH channel: {exc.reason}",
-                    hint="the server may limit sessions per connection (sshd MaxSessions); lower max_channels",
-                ) from None
-            except (asyncssh.Error, OSError) as exc:
-                raise _Dropped(str(exc)) from None
+            proc = await self._open_channel(holder, lambda: conn.create_process(self._wrap(cmd), encoding=None))
             pid: int | None = None
 
             async def io() -> tuple[bytes, bytes]:
@@ -862,7 +895,10 @@ class RemotePool:
                     assert holder.conn is not None
                     try:
                         async def body() -> object:
-                            async with holder.conn.start_sftp_client() as sftp:  # type: ignore[union-attr]
+                            conn = holder.conn
+                            assert conn is not None
+                            sftp = await self._open_channel(holder, conn.start_sftp_client)
+                            async with sftp:
                                 return await op(sftp)  # type: ignore[misc]
 
                         result = await (asyncio.wait_for(body(), t) if t and t > 0 else body())
@@ -983,11 +1019,13 @@ class RemoteStream:
             assert self._holder.conn is not None
             self._started_at = time.time()
             self._t0 = time.monotonic()
+            conn = self._holder.conn
             try:
-                self._proc = await self._holder.conn.create_process(
-                    pool._wrap(self.command), encoding="utf-8", errors="replace"
+                self._proc = await pool._open_channel(
+                    self._holder,
+                    lambda: conn.create_process(pool._wrap(self.command), encoding="utf-8", errors="replace"),
                 )
-            except (asyncssh.Error, OSError) as exc:
+            except _Dropped as exc:
                 raise ConnectionLost(f"could not start remote stream: {exc}", hint="retry") from None
         except BaseException:
             await self._release()
