@@ -37,7 +37,7 @@ from rv_tui.jobs.store import (
     utc_now_iso,
 )
 from rv_tui.paths import RemotePaths
-from rv_tui.quoting import q
+from rv_tui.quoting import join, q
 
 #: Terminal states that mean the job's script ran (as opposed to being cancelled while pending).
 RAN_STATES = frozenset({"COMPLETED", "FAILED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED",
@@ -248,7 +248,21 @@ class Race:
             if not self._done:
                 await self._abort()
 
+    async def _prepare_dirs(self) -> None:
+        """Create the log and group directories before submitting: Slurm fails a job whose
+        ``-o`` directory is missing before its script (and so its claim) ever runs."""
+        dirs = {self.group_dir}
+        for e in self.entries:
+            for path in (e.submission.stdout_path, e.submission.stderr_path):
+                if path and "/" in path:
+                    dirs.add(path.rsplit("/", 1)[0])
+        try:
+            await self.cluster.exec(join(["mkdir", "-p", "-m", "700", "--", *sorted(dirs)]), timeout=30)
+        except Exception as exc:  # the submission will say what is wrong if it matters
+            self.result.errors.append(f"could not create {', '.join(sorted(dirs))}: {exc}")
+
     async def _race(self) -> AsyncIterator[RaceEvent]:
+        await self._prepare_dirs()
         results = await self.cluster.submit([e.submission for e in self.entries])
         jobs: list[GroupJob] = []
         for entry, res in zip(self.entries, results):
@@ -310,6 +324,15 @@ class Race:
                     first_candidate_at = now
                     self.result.started_seen_at = now
                 winner_id = await self._decide(candidates, now - first_candidate_at)
+                if winner_id is None and self.claims and now - first_candidate_at >= self.claim_wait:
+                    # ended without ever claiming (e.g. failed before its script ran): not a winner
+                    for c in candidates:
+                        if c.is_terminal:
+                            self._terminal.add(c.job_id)
+                            yield self._ev(RaceEventKind.FAILED, job_id=c.job_id, entry=self.by_id[c.job_id],
+                                           info=c, message=f"{c.state.lower()} before claiming the group")
+                    first_candidate_at = None
+                    continue
                 if winner_id is not None:
                     async for ev in self._finish(winner_id, infos):
                         yield ev
@@ -340,6 +363,10 @@ class Race:
                 return owner
             if waited < self.claim_wait:
                 return None  # a job has started but not claimed yet: don't guess, ask again
+            candidates = [c for c in candidates if not c.is_terminal]
+            ids = [c.job_id for c in candidates]
+            if not ids:
+                return None
         if len(ids) == 1:
             return ids[0]
         # earliest actual start, then submission order (never rank or squeue order alone)

@@ -103,29 +103,28 @@ def print_plan(plan: Any, as_json: bool) -> None:
     print(render_plan(plan))
 
 
+def job_context(cluster: Cluster, config: Config | None, request: Request, group_id: str) -> Any:
+    """The per-request part of every sibling's script (helper-5's JobContext)."""
+    from rv_tui.jobs.naming import heuristic_name
+    from rv_tui.jobs.templates import JobContext
+    from rv_tui.paths import RemotePaths
+
+    name = request.name or (heuristic_name(request.command) if request.command else "rv-interactive")
+    return JobContext(
+        name=name, command=request.command, scratch=cluster.scratch, group_id=group_id,
+        account=request.account, env_file=RemotePaths(cluster.scratch).env_file,
+        hf_cache=config.shared.hf_cache if config is not None else None,
+        exclude_nodes=tuple(request.exclude_nodes),
+    )
+
+
 def build_entries(cluster: Cluster, config: Config | None, request: Request, strategies: list[Strategy],
-                  group_id: str, kind: str) -> list[RaceEntry]:
-    """One job submission per strategy, with helper-5's templates."""
-    from rv_tui.jobs import templates
+                  group_id: str, kind: str = "run") -> list[RaceEntry]:
+    """One job submission per strategy, built by the job templates (with the on-cluster claim)."""
+    from rv_tui.jobs.templates import build_submission
 
-    ctx = templates.job_context(cluster=cluster, config=config, request=request, group_id=group_id,
-                                kind=kind) if hasattr(templates, "job_context") else _make_ctx(
-        templates, cluster, config, request, group_id)
-    return [RaceEntry(submission=templates.build_submission(ctx, s), strategy=s) for s in strategies]
-
-
-def _make_ctx(templates: Any, cluster: Cluster, config: Config | None, request: Request, group_id: str) -> Any:
-    """Build a JobContext from whatever fields it declares (name-matched)."""
-    import dataclasses
-
-    cls = templates.JobContext
-    known: dict[str, Any] = {
-        "request": request, "group_id": group_id, "scratch": cluster.scratch, "config": config,
-        "command": request.command, "name": request.name, "user": cluster.user,
-        "account": request.account, "cluster": cluster,
-    }
-    names = {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set(known)
-    return cls(**{k: v for k, v in known.items() if k in names})
+    ctx = job_context(cluster, config, request, group_id)
+    return [RaceEntry(submission=build_submission(ctx, s), strategy=s) for s in strategies]
 
 
 def event_printer(as_json: bool, quiet: bool = False) -> Callable[[RaceEvent], None]:

@@ -121,16 +121,17 @@ def ssh_argv(config: Config | None, remote_command: str) -> list[str]:
 
 def attach_remote_command(cluster: Cluster, config: Config | None, job_id: str, result: RaceResult) -> str:
     """The remote shell command that opens an interactive shell inside the allocation."""
-    try:
-        from rv_tui.jobs.templates import attach_command  # helper-5: env + venv + caches
-    except ImportError:
-        attach_command = None
-    if attach_command is not None:
-        try:
-            return attach_command(job_id=job_id, scratch=cluster.scratch, config=config)
-        except TypeError:
-            return attach_command(job_id)
-    return join(["srun", f"--jobid={job_id}", "--overlap", "--export=ALL", "--pty", "/bin/bash", "-l"])
+    from rv_tui.cli.run import job_context
+    from rv_tui.jobs.templates import attach_command
+
+    from rv_tui.allocator.model import Request
+
+    ctx = job_context(cluster, config, Request(command=None, name=args_name(result)), result.group_id)
+    return join(attach_command(job_id, ctx))
+
+
+def args_name(result: RaceResult) -> str:
+    return result.record.name if result.record else "rv-interactive"
 
 
 async def attach_shell(cluster: Cluster, config: Config | None, job_id: str, result: RaceResult) -> int:
