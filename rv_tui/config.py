@@ -22,7 +22,6 @@ from typing import Any
 
 import tomlkit
 import tomlkit.exceptions
-from tomlkit.items import Table
 from tomlkit.toml_document import TOMLDocument
 
 from rv_tui.errors import RvError

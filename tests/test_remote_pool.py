@@ -39,7 +39,6 @@ from rv_tui.remote import (
     SshTarget,
     redact,
 )
-from rv_tui.remote.pool import RemotePool as _Pool  # noqa: F401  (import path used by others)
 
 
 # ----------------------------------------------------------------------------- helpers

@@ -30,7 +30,6 @@ import contextlib
 import logging
 import os
 import posixpath
-import re
 import secrets
 import time
 from collections import deque
