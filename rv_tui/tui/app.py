@@ -61,7 +61,6 @@ class RvApp(App[int]):
         Binding("question_mark", "help", "Help", key_display="?"),
         Binding("ctrl+r", "refresh", "Refresh", id="refresh"),
         Binding("ctrl+q", "quit", "Quit", id="quit"),
-        Binding("ctrl+p", "command_palette", "Commands", show=True),
     ]
 
     def __init__(self, cluster: Cluster, *, config_path: Path | None = None,

@@ -29,7 +29,7 @@ HELP = """\
 `l` logs · `c` cancel (with the other jobs of its race) · `a` attach (shell on the node)
 
 ## Launch
-`tab` between fields · `ctrl+d` preview strategies · `s` sbatch script of the highlighted strategy ·
+`tab` between fields · `ctrl+t` (or enter) preview strategies · `s` sbatch script of the highlighted strategy ·
 `ctrl+l` launch the race (asks to confirm)
 
 ## Logs

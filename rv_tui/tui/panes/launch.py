@@ -1,6 +1,6 @@
 """Launch (keyboard only): request form, dry-run preview of every strategy, fan-out on confirm.
 
-The form becomes a :class:`rv_tui.allocator.model.Request`; ``ctrl+d`` asks the allocator for a
+The form becomes a :class:`rv_tui.allocator.model.Request`; ``ctrl+t`` asks the allocator for a
 plan (every strategy with its estimated wait and SU cost); ``s`` shows the exact sbatch script of
 the highlighted strategy; ``ctrl+l`` confirms and starts the race (the Race pane takes over).
 """
@@ -51,7 +51,7 @@ def form_request(values: dict[str, Any]) -> Request:
 
 class LaunchPane(Vertical):
     BINDINGS = [
-        Binding("ctrl+d", "preview", "Preview strategies"),
+        Binding("ctrl+t", "preview", "Preview strategies"),
         Binding("s", "script", "sbatch script"),
         Binding("ctrl+l", "launch", "Launch race"),
     ]
@@ -63,25 +63,25 @@ class LaunchPane(Vertical):
 
     def compose(self) -> ComposeResult:
         yield Static(Text.assemble(("New request ", "bold"),
-                                   ("tab between fields · ctrl+d preview · s script · ctrl+l launch",
+                                   ("tab between fields · ctrl+t preview · s script · ctrl+l launch",
                                     "dim")), classes="pane-title")
         with Grid(id="launch-form"):
             yield Label("command")
             yield Input(placeholder="python train.py  (empty: interactive allocation)",
-                        id="launch-command")
+                        id="launch-command", compact=True)
             yield Label("GPUs")
-            yield Input("1", id="launch-gpus", restrict=r"[0-9]*")
+            yield Input("1", id="launch-gpus", restrict=r"[0-9]*", compact=True)
             yield Label("type")
             yield Select([("any", "any")] + [(f"{k} ({s.label})", k) for k, s in GPU_SPECS.items()],
-                         value="any", allow_blank=False, id="launch-type")
+                         value="any", allow_blank=False, id="launch-type", compact=True)
             yield Label("time")
-            yield Input("2:59:00", id="launch-time")
+            yield Input("2:59:00", id="launch-time", compact=True)
             yield Label("memory")
-            yield Input(placeholder="per node, e.g. 64G (empty: proportional)", id="launch-mem")
+            yield Input(placeholder="per node, e.g. 64G (empty: proportional)", id="launch-mem", compact=True)
             yield Label("name")
-            yield Input(placeholder="job name (empty: automatic)", id="launch-name")
+            yield Input(placeholder="job name (empty: automatic)", id="launch-name", compact=True)
             yield Label("")
-            yield Checkbox("single node only", id="launch-single")
+            yield Checkbox("single node only", id="launch-single", compact=True)
         yield Static("", id="launch-status")
         table: DataTable = DataTable(id="launch-plan", cursor_type="row", zebra_stripes=True)
         for col in ("#", "strategy", "type", "partition", "nodes×GPUs", "kind", "est. wait", "SU",
@@ -159,7 +159,7 @@ class LaunchPane(Vertical):
     def action_script(self) -> None:
         strategy = self._selected_strategy()
         if strategy is None:
-            self.app.notify("preview first (ctrl+d)", severity="warning")
+            self.app.notify("preview first (ctrl+t)", severity="warning")
             return
         try:
             from rv_tui.tui import workers
@@ -172,7 +172,7 @@ class LaunchPane(Vertical):
 
     def action_launch(self) -> None:
         if self.plan is None or not self.plan.strategies:
-            self.app.notify("preview first (ctrl+d)", severity="warning")
+            self.app.notify("preview first (ctrl+t)", severity="warning")
             return
         n = len(self.plan.strategies)
         body = "\n".join(f"• {s.label}  (~{format_human(s.est_wait_s)}, "

@@ -90,7 +90,7 @@ class LogsPane(Vertical):
         if view.stderr_only:
             parts += ["  ", ("stderr only", "bold red")]
         if view.search:
-            parts += ["  ", (f"/{view.search}  {len(view.visible)} match(es)", "bold magenta")]
+            parts += ["  ", (f"/{view.search}  {len(view.rows)} match(es)", "bold magenta")]
         title.update(Text.assemble(*parts))
         state = Text()
         if view.follow:

@@ -121,11 +121,16 @@ class RacePane(Vertical):
                 lane.nodes = tuple(event.info.nodes) if event.info else ()
                 self.winner_id = event.job_id
                 self.outcome = "won"
+                for other in self.lanes:  # the engine cancels every loser before WINNER
+                    if other is not lane and other.state in ("SUBMITTING", "PENDING", "STARTED"):
+                        other.state, other.ended_clock = "CANCELLED", now
             elif kind == "cancelled":
                 if not lane.winner:
                     lane.state, lane.ended_clock = "CANCELLED", now
             elif kind == "failed":
-                lane.state, lane.error, lane.ended_clock = "FAILED", event.message, now
+                cancelled = "cancel" in (event.message or "").lower()
+                lane.state = "CANCELLED" if cancelled else "FAILED"
+                lane.error, lane.ended_clock = event.message, now
         if kind in ("no_winner", "timeout"):
             self.outcome = kind.replace("_", " ")
         self._add_event(kind, event.describe() if hasattr(event, "describe") else str(event))
@@ -188,7 +193,7 @@ class RacePane(Vertical):
                    "timeout": "bold red", "start": "bold"}
         t0 = self.started_clock or now
         for when, kind, text in self.timeline[-200:]:
-            events.append(f"+{format_human(when - t0):>6} ", style="dim")
+            events.append(f"+{when - t0:6.1f}s ", style="dim")
             events.append(f"{text}\n", style=colours.get(kind, ""))
         self.query_one("#race-events", Static).update(events)
         self.query_one("#race-timeline", VerticalScroll).scroll_end(animate=False)

@@ -41,7 +41,7 @@ class LogView(ScrollView, can_focus=True):
         super().__init__(**kwargs)
         self.max_lines = max_lines
         self.entries: deque[LogEntry] = deque(maxlen=max_lines)
-        self.visible: list[LogEntry] = []
+        self.rows: list[LogEntry] = []
         self.node_filter: int | None = None
         self.stderr_only = False
         self.search = ""
@@ -53,7 +53,7 @@ class LogView(ScrollView, can_focus=True):
     # ------------------------------------------------------------------ data
     def clear_lines(self) -> None:
         self.entries.clear()
-        self.visible = []
+        self.rows = []
         self._width = 0
         self.total = 0
         self.pending = 0
@@ -77,10 +77,10 @@ class LogView(ScrollView, can_focus=True):
         dropped = max(0, len(self.entries) + len(batch) - self.max_lines)
         self.entries.extend(batch)
         kept = [e for e in batch if self._keep(e)] if self._filtering else batch
-        if dropped and len(self.visible) + len(kept) > self.max_lines:
+        if dropped and len(self.rows) + len(kept) > self.max_lines:
             self._rebuild()
         else:
-            self.visible.extend(kept)
+            self.rows.extend(kept)
         for e in kept:
             if len(e.text) > self._width:
                 self._width = len(e.text)
@@ -109,16 +109,16 @@ class LogView(ScrollView, can_focus=True):
         self.refresh()
 
     def _rebuild(self) -> None:
-        self.visible = [e for e in self.entries if self._keep(e)] if self._filtering else list(self.entries)
-        self._width = max((len(e.text) for e in self.visible[-2000:]), default=0)
+        self.rows = [e for e in self.entries if self._keep(e)] if self._filtering else list(self.entries)
+        self._width = max((len(e.text) for e in self.rows[-2000:]), default=0)
 
     def _resize(self) -> None:
         prefix = 10 if self.show_prefix else 1
-        self.virtual_size = Size(self._width + prefix, len(self.visible))
+        self.virtual_size = Size(self._width + prefix, len(self.rows))
 
     def _scroll_to_end(self) -> None:
         self._auto_scrolling = True
-        self.scroll_to(y=max(0, len(self.visible) - self.scrollable_content_region.height),
+        self.scroll_to(y=max(0, len(self.rows) - self.scrollable_content_region.height),
                        animate=False, immediate=True)
         self._auto_scrolling = False
 
@@ -145,9 +145,9 @@ class LogView(ScrollView, can_focus=True):
         scroll_x, scroll_y = self.scroll_offset
         index = scroll_y + y
         width = self.scrollable_content_region.width
-        if index >= len(self.visible):
+        if index >= len(self.rows):
             return Strip.blank(width, self.rich_style)
-        e = self.visible[index]
+        e = self.rows[index]
         base = self.rich_style
         segs: list[Segment] = []
         segs.append(Segment("▌" if e.stream == "err" else " ", base + _ERR_BAR))
