@@ -1,0 +1,174 @@
+"""DemoCluster: a simulated Rivanna behind the real :class:`~rv_tui.cluster.base.Cluster` interface.
+
+A newcomer with no account, VPN or Slurm runs ``rv --demo`` and every pane and command takes its
+real code path against this object.  The simulation (:mod:`.sim`) advances lazily to the current
+simulated time on every call; streams advance it while they are being read.  No threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
+
+from rv_tui.cluster.base import (
+    ClusterSnapshot, ExecResult, FileLine, JobInfo, JobSubmission, ProbeResult, ProbeSpec,
+    SubmitResult,
+)
+
+from .clock import DEFAULT_SPEED, SEEDED_START, SimClock, to_datetime
+from .fs import MiniShell
+from .sim import Simulation
+
+#: One line the CLI prints to stderr (and the TUI shows as a banner) whenever the demo is in use.
+DEMO_NOTICE = ("demo cluster: a simulated Rivanna, nothing runs on real GPUs "
+               "(run `rv init` to connect to your cluster)")
+DEMO_USER = "demo1a"
+#: Real seconds between polls of a stream (the simulation advances on each poll).
+STREAM_POLL_S = 0.1
+
+
+class DemoCluster:
+    """The built-in simulated cluster.
+
+    ``DemoCluster(seed=1, speed=0)`` is frozen: only :meth:`advance` moves time, so tests and
+    snapshots are exact.  ``speed`` is simulated seconds per real second (default 30).  A seed
+    makes the background workload and job output repeat exactly; seeded runs start at
+    2026-11-23 09:00 America/New_York, unseeded ones at the real current time.
+    """
+
+    name = "demo"
+    is_demo = True
+
+    def __init__(self, seed: int | None = None, speed: float | None = None, *,
+                 user: str = DEMO_USER, background: bool = True, warm_hours: float = 3.0) -> None:
+        self.user = user
+        self.scratch = f"/scratch/{user}"
+        self.home = f"/home/{user}"
+        self.seed = seed if seed is not None else int.from_bytes(os.urandom(4), "big")
+        start = SEEDED_START if seed is not None else datetime.now(SEEDED_START.tzinfo).replace(microsecond=0)
+        self.speed = DEFAULT_SPEED if speed is None else float(speed)
+        self.sim = Simulation(seed=self.seed, start=start.timestamp(), user=user,
+                              scratch=self.scratch, background=background,
+                              warm_s=warm_hours * 3600.0)
+        self.clock = SimClock(start.timestamp(), self.speed)
+        self.shell = MiniShell(self.sim.fs, user, self.home)
+        self._snap: tuple[int, ClusterSnapshot] | None = None
+        self._closed = False
+
+    # ------------------------------------------------------------------ time
+
+    def _sync(self) -> None:
+        self.sim.advance_to(self.clock.now())
+
+    def advance(self, seconds: float) -> None:
+        """Step simulated time by *seconds* and process everything that happens meanwhile."""
+        self.clock.advance(seconds)
+        self._sync()
+
+    def sim_now(self) -> datetime:
+        """Current simulated time without a coroutine (for faces that draw a clock)."""
+        self._sync()
+        return to_datetime(self.sim.t)
+
+    async def now(self) -> datetime:
+        return self.sim_now()
+
+    # ------------------------------------------------------------------ state
+
+    async def snapshot(self) -> ClusterSnapshot:
+        self._sync()
+        cached = self._snap
+        if cached is None or cached[0] != self.sim.version:
+            self._snap = cached = (self.sim.version, self.sim.snapshot())
+        snap = cached[1]
+        taken = to_datetime(self.sim.t)
+        if snap.taken_at != taken:
+            snap = ClusterSnapshot(taken_at=taken, nodes=snap.nodes, queues=snap.queues)
+        return snap
+
+    async def jobs(self, job_ids: Sequence[str] | None = None, *, all_users: bool = False) -> list[JobInfo]:
+        self._sync()
+        sim = self.sim
+        if job_ids is not None:
+            out = []
+            for jid in job_ids:
+                job = sim.jobs.get(int(jid)) if str(jid).isdigit() else None
+                if job is not None and (all_users or job.user == self.user or True):
+                    out.append(sim.job_info(job))
+            return out
+        selected = []
+        for pool in sim.pool_nodes:
+            for job in sim.running[pool] + sim.pending[pool]:
+                if all_users or job.user == self.user:
+                    selected.append(job)
+        selected.sort(key=lambda j: j.id)
+        return [sim.job_info(j) for j in selected]
+
+    # ------------------------------------------------------------------ actions
+
+    async def test_only(self, specs: Sequence[ProbeSpec]) -> list[ProbeResult]:
+        self._sync()
+        return [self.sim.probe(spec) for spec in specs]
+
+    async def submit(self, submissions: Sequence[JobSubmission]) -> list[SubmitResult]:
+        self._sync()
+        results = [self.sim.submit(sub) for sub in submissions]
+        self.sim._schedule()
+        return results
+
+    async def cancel(self, job_ids: Sequence[str]) -> None:
+        self._sync()
+        for jid in job_ids:
+            if str(jid).isdigit():
+                self.sim.cancel(int(jid))
+        self.sim._schedule()
+
+    # ------------------------------------------------------------------ files
+
+    async def stream_files(self, paths: Sequence[str], *, from_start: bool = True) -> AsyncIterator[FileLine]:
+        """Follow files like ``tail -F``: late files, replaced files, lines of all files in write order."""
+        fs = self.sim.fs
+        paths = list(dict.fromkeys(paths))
+        pos: dict[str, tuple[int, int]] = {}  # path -> (generation, lines consumed)
+        self._sync()
+        for p in paths:
+            f = fs.files.get(p)
+            if f is not None:
+                pos[p] = (f.generation, 0 if from_start else len(f.lines))
+        while not self._closed:
+            self._sync()
+            batch: list[tuple[int, str, str]] = []
+            for p in paths:
+                f = fs.files.get(p)
+                if f is None:
+                    continue
+                gen, n = pos.get(p, (f.generation, 0))
+                if gen != f.generation:
+                    gen, n = f.generation, 0
+                if n < len(f.lines):
+                    batch.extend((seq, p, text) for seq, text in f.lines[n:])
+                pos[p] = (gen, len(f.lines))
+            batch.sort()
+            for _, p, text in batch:
+                yield FileLine(p, text)
+            await asyncio.sleep(STREAM_POLL_S)
+
+    async def read_file(self, path: str) -> bytes:
+        self._sync()
+        return self.sim.fs.read(path)
+
+    async def write_file(self, path: str, data: bytes | str, mode: int = 0o600) -> None:
+        self.sim.fs.write(path, data, mode)
+
+    async def exec(self, command: str, *, timeout: float | None = None) -> ExecResult:
+        self._sync()
+        status, out, err = self.shell.run(command, to_datetime(self.sim.t))
+        return ExecResult(command=command, exit_status=status, stdout=out, stderr=err)
+
+    async def close(self) -> None:
+        self._closed = True
+
+    def __repr__(self) -> str:
+        return f"DemoCluster(seed={self.seed}, speed={self.speed}, t={to_datetime(self.sim.t)})"

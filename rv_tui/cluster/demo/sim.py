@@ -1,0 +1,762 @@
+"""The discrete-event simulation behind the demo cluster: a small but real Slurm-like scheduler.
+
+Why a real scheduler: the allocator reads pending reasons, ``--test-only`` start estimates and free
+GPUs, and the race engine waits for the first job to start.  Those only make sense if estimates come
+from the same reservation plan that later starts the jobs.  So every pool (one GPU type's nodes)
+is planned like Slurm's conservative backfill:
+
+* pending jobs in priority order each get the earliest slot where they fit *for their time limit*
+  (per-node GPU/CPU/memory accounting, running jobs end when they really will, higher-priority
+  reservations are respected); a job whose slot is "now" starts, so lower-priority jobs backfill
+  only when they delay nobody;
+* ``--time-min`` jobs start now with a shorter limit when the full one does not fit;
+* the simulator knows when running jobs will end, so the estimate of the job at the head of a queue
+  is exact and later estimates only get earlier.
+
+Priority is age plus a per-job fair-share bonus of at most 30 min; the demo user always has the
+full bonus, so a job's estimate is never delayed by jobs that arrive after it.
+
+Time is float seconds since the epoch.  :meth:`Simulation.advance_to` processes events in order;
+it is called lazily by every cluster call, so nothing runs while nobody looks.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import posixpath
+import random
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from rv_tui.cluster.base import (
+    ClusterSnapshot, JobInfo, JobSubmission, NodeState, PartitionQueue, ProbeResult, ProbeSpec,
+    SubmitResult,
+)
+from rv_tui.gpus import GPU_SPECS
+from rv_tui.paths import RemotePaths
+
+from .clock import to_datetime
+from .fs import MemFS
+from .layout import CPU_POOL, PARTITION_MAXTIME, SimNode, build_nodes, partitions
+from .output import Emit, JobContext, Program, make_program
+from .workload import POOL_LOAD, Workload
+
+FIRST_JOB_ID = 1000001
+USER_PRIO_BONUS = 1800.0
+#: How long finished jobs of other users stay visible by id (Slurm's MinJobAge).
+MIN_JOB_AGE_S = 300.0
+#: Pending jobs per pool the backfill pass plans (like bf_max_job_test); later ones wait unplanned.
+MAX_PLANNED = 40
+#: Seconds after a race winner starts until it has cancelled its siblings.
+SIBLING_CANCEL_DELAY = 1.0
+#: Seconds a job that lost its race group's claim runs before exiting.
+LOST_CLAIM_RUN_S = 0.5
+
+ERR_PREFIX = "sbatch: error: Batch job submission failed: "
+ERR_NODE_CONFIG = ERR_PREFIX + "Requested node configuration is not available"
+ERR_TIME_LIMIT = ERR_PREFIX + "Requested time limit is invalid (missing or exceeds some limit)"
+ERR_QOS = ERR_PREFIX + ("Job violates accounting/QOS policy (job submit limit, user's size and/or "
+                        "time limits)")
+
+
+class ShapeError(Exception):
+    """A job shape Slurm would reject at submission; ``str()`` is sbatch's message."""
+
+
+@dataclass(eq=False)
+class SimJob:
+    """One job of any user, in any state."""
+
+    id: int
+    user: str
+    name: str
+    partition: str
+    pool: str
+    num_nodes: int
+    gpus_per_node: int
+    cpus_per_node: int
+    mem_per_node: int
+    limit_s: int
+    submit: float
+    prio: float
+    run_s: float | None = None  # known for background jobs; set at start for user jobs
+    planned_exit: int = 0
+    time_min_s: int | None = None
+    features: tuple[str, ...] = ()
+    state: str = "PENDING"
+    reason: str | None = "None"
+    est_start: float | None = None
+    start: float | None = None
+    end: float | None = None  # planned end while running, actual end afterwards
+    limit_eff: int = 0
+    hosts: tuple[str, ...] = ()
+    exit_code: int | None = None
+    exit_signal: int | None = None
+    token: int = 0  # invalidates stale end events
+    # demo-user jobs only
+    submission: JobSubmission | None = None
+    program: Program | None = None
+    next_emit: Emit | None = None
+    stdout: str | None = None
+    stderr: str | None = None
+    chain_root: int = 0
+    total_elapsed: float = 0.0
+    outcome: str = "COMPLETED"
+
+    @property
+    def gres_type(self) -> str | None:
+        return GPU_SPECS[self.pool].gres_type if self.pool in GPU_SPECS else None
+
+    @property
+    def total_gpus(self) -> int:
+        return self.num_nodes * self.gpus_per_node
+
+
+@dataclass
+class _Req:
+    gpus: int
+    cpus: int
+    mem: int
+
+
+Block = tuple[float, float, int, int, int]  # start, end, gpus, cpus, mem
+
+
+def _fits(node: SimNode, blocks: list[Block], req: _Req, t0: float, dur: float) -> bool:
+    """True if *req* fits on *node* during [t0, t0+dur) given the blocks already placed."""
+    end = t0 + dur
+    points = [t0]
+    points.extend(b[0] for b in blocks if t0 < b[0] < end)
+    for p in points:
+        g = c = m = 0
+        for s, e, bg, bc, bm in blocks:
+            if s <= p < e:
+                g += bg
+                c += bc
+                m += bm
+        if g + req.gpus > node.gpus or c + req.cpus > node.cpus or m + req.mem > node.mem:
+            return False
+    return True
+
+
+def _window_now(node: SimNode, blocks: list[Block], req: _Req, t: float) -> float:
+    """Longest duration starting at *t* that fits on *node* (0 if nothing fits now)."""
+    if not _fits(node, blocks, req, t, 1e-6):
+        return 0.0
+    for s in sorted(b[0] for b in blocks if b[0] > t):
+        if not _fits(node, blocks, req, t, s - t + 1e-6):
+            return s - t
+    return math.inf
+
+
+def _free_at(node: SimNode, blocks: list[Block], t: float) -> int:
+    return node.gpus - sum(b[2] for b in blocks if b[0] <= t < b[1])
+
+
+def earliest(nodes: Sequence[SimNode], blocks: dict[str, list[Block]], count: int, req: _Req,
+             t: float, dur: float) -> tuple[float | None, list[SimNode]]:
+    """Earliest time >= t at which *count* of *nodes* can each hold *req* for *dur* seconds."""
+    nodes = [n for n in nodes if n.gpus >= req.gpus and n.cpus >= req.cpus and n.mem >= req.mem]
+    if len(nodes) < count:
+        return None, []
+    if count == 1:
+        best: tuple[float, int, str] | None = None
+        best_node = None
+        for n in nodes:
+            bl = blocks.get(n.name, [])
+            for cand in [t] + sorted({b[1] for b in bl if b[1] > t}):
+                if best is not None and cand > best[0]:
+                    break
+                if _fits(n, bl, req, cand, dur):
+                    key = (cand, _free_at(n, bl, cand), n.name)  # best fit: fewest free GPUs
+                    if best is None or key < best:
+                        best, best_node = key, n
+                    break
+        return (best[0], [best_node]) if best and best_node else (None, [])
+    cands = {t}
+    for n in nodes:
+        cands.update(b[1] for b in blocks.get(n.name, []) if b[1] > t)
+    for cand in sorted(cands):
+        ok = [n for n in nodes if _fits(n, blocks.get(n.name, []), req, cand, dur)]
+        if len(ok) >= count:
+            ok.sort(key=lambda n: (_free_at(n, blocks.get(n.name, []), cand), n.name))
+            return cand, ok[:count]
+    return None, []
+
+
+def parse_mem_mb(text: str | None) -> int | None:
+    """Slurm ``--mem`` (``187G``, ``64000M``, ``1T``, plain MB) as MB."""
+    if not text:
+        return None
+    text = text.strip().upper()
+    mult = {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}
+    try:
+        if text[-1] in mult:
+            return int(float(text[:-1]) * mult[text[-1]])
+        return int(float(text))
+    except ValueError:
+        return None
+
+
+def _expand(path: str, name: str, job_id: int, user: str) -> str:
+    return (path.replace("%x", name).replace("%j", str(job_id)).replace("%u", user)
+            .replace("%%", "%"))
+
+
+class Simulation:
+    """All nodes, jobs, events and files of the demo cluster."""
+
+    def __init__(self, *, seed: int, start: float, user: str, scratch: str,
+                 background: bool = True, warm_s: float = 3 * 3600.0) -> None:
+        self.seed = seed
+        self.user = user
+        self.scratch = scratch
+        self.paths = RemotePaths(scratch)
+        self.background = background
+        self.nodes = build_nodes()
+        self.node_by_name = {n.name: n for n in self.nodes}
+        self.partitions = partitions(self.nodes)
+        self.part_nodes: dict[str, set[str]] = {p: set() for p in self.partitions}
+        self.pool_nodes: dict[str, list[SimNode]] = {}
+        for n in self.nodes:
+            self.pool_nodes.setdefault(n.pool, []).append(n)
+            for p in n.partitions:
+                self.part_nodes[p].add(n.name)
+        self.jobs: dict[int, SimJob] = {}
+        self.pending: dict[str, list[SimJob]] = {p: [] for p in self.pool_nodes}
+        self.running: dict[str, list[SimJob]] = {p: [] for p in self.pool_nodes}
+        self.reservations: dict[str, list[tuple[float, str, Block]]] = {p: [] for p in self.pool_nodes}
+        self.emitting: list[SimJob] = []
+        self.finished_bg: deque[tuple[float, int]] = deque()
+        self.groups: dict[str, int] = {}  # group id -> chain root of the winner
+        self.fs = MemFS()
+        self.next_id = FIRST_JOB_ID
+        self.version = 0
+        self._heap: list[tuple[float, int, str, tuple]] = []
+        self._seq = 0
+        self._dirty: set[str] = set()
+        self.t = start - (warm_s if background else 0.0)
+        capacity = {}
+        for pool, nodes in self.pool_nodes.items():
+            usable = [n for n in nodes if not n.drained]
+            if pool == CPU_POOL:
+                capacity[pool] = (sum(n.cpus for n in usable), nodes[0].cpus, nodes[0].cpus,
+                                  nodes[0].mem)
+            else:
+                capacity[pool] = (sum(n.gpus for n in usable), nodes[0].gpus, nodes[0].cpus,
+                                  nodes[0].mem)
+        self.workload = Workload(seed, capacity)
+        if background:
+            self._warm_fill()
+            for pool in self.pool_nodes:
+                self._push(self.workload.next_arrival(pool, self.t, 0), "arrive", (pool,))
+            self.advance_to(start)
+        self.t = start
+
+    # ------------------------------------------------------------------ events
+
+    def _push(self, at: float, kind: str, args: tuple) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (at, self._seq, kind, args))
+
+    def advance_to(self, t: float) -> None:
+        """Process every event up to simulated time *t* (lazily, in order)."""
+        while self._heap and self._heap[0][0] <= t:
+            at = self._heap[0][0]
+            self._flush_output(at)
+            self.t = max(self.t, at)
+            while self._heap and self._heap[0][0] == at:
+                _, _, kind, args = heapq.heappop(self._heap)
+                getattr(self, f"_ev_{kind}")(*args)
+            self._schedule()
+        self._flush_output(t)
+        self.t = max(self.t, t)
+        self._prune()
+
+    def _ev_arrive(self, pool: str) -> None:
+        bg = self.workload.draw(pool)
+        self._add_background(pool, bg, self.t)
+        pending_units = sum(j.num_nodes * (j.gpus_per_node or j.cpus_per_node)
+                            for j in self.pending[pool])
+        free_units = sum((n.gpus - n.gpus_used) if n.gpus else (n.cpus - n.cpus_used)
+                         for n in self.pool_nodes[pool] if not n.drained)
+        self._push(self.workload.next_arrival(pool, self.t, pending_units, free_units), "arrive",
+                   (pool,))
+
+    def _ev_end(self, job_id: int, token: int) -> None:
+        job = self.jobs.get(job_id)
+        if job is None or job.token != token or job.state != "RUNNING":
+            return
+        self._finish(job)
+
+    def _ev_group_cancel(self, group_id: str, winner: int) -> None:
+        win = self.jobs[winner]
+        victims = [j for j in self.jobs.values()
+                   if j.submission is not None and j.submission.group_id == group_id
+                   and j.chain_root != win.chain_root and not _terminal(j.state)]
+        for v in victims:
+            self._cancel(v)
+        if victims:
+            self._write(win, "out", None, "[rv] race won: cancelled sibling jobs "
+                        + " ".join(str(v.id) for v in victims))
+
+    # ------------------------------------------------------------------ job lifecycle
+
+    def _new_id(self) -> int:
+        jid = self.next_id
+        self.next_id += 1
+        return jid
+
+    def _add_background(self, pool: str, bg, submit: float, *, elapsed: float | None = None) -> SimJob | None:
+        job = SimJob(id=self._new_id(), user=bg.user, name=bg.name, partition=bg.partition, pool=pool,
+                     num_nodes=bg.nodes, gpus_per_node=bg.gpus_per_node, cpus_per_node=bg.cpus_per_node,
+                     mem_per_node=bg.mem_per_node, limit_s=bg.limit_s, submit=submit,
+                     prio=bg.prio_bonus - submit, run_s=bg.run_s, planned_exit=bg.exit_code)
+        if elapsed is not None:  # warm start: place it as already running
+            req = _Req(job.gpus_per_node, job.cpus_per_node, job.mem_per_node)
+            blocks = self._running_blocks(pool, self.t)
+            cand = [n for n in self.pool_nodes[pool]
+                    if not n.drained and n.name in self.part_nodes[job.partition]]
+            t0, chosen = earliest(cand, blocks, job.num_nodes, req, self.t, 1.0)
+            if t0 != self.t:
+                self.next_id -= 1
+                return None
+            self.jobs[job.id] = job
+            job.submit = self.t - elapsed - self.workload._rng[pool].uniform(0, 1800)
+            job.prio = bg.prio_bonus - job.submit
+            self._start(job, chosen, job.limit_s, at=self.t - elapsed)
+            return job
+        self.jobs[job.id] = job
+        self.pending[pool].append(job)
+        self._dirty.add(pool)
+        return job
+
+    def _warm_fill(self) -> None:
+        """Put the cluster in a lived-in state at the start of the warm-up period."""
+        for pool in self.pool_nodes:
+            if not POOL_LOAD.get(pool):
+                continue
+            cap = self.workload.capacity[pool][0]
+            target = min(1.0, POOL_LOAD[pool].utilization) * cap
+            used = 0
+            misses = 0
+            longest = max(lim for lim, _ in POOL_LOAD[pool].limits)
+            while used < target and misses < 12:
+                bg = self.workload.draw(pool)
+                # running jobs are length-biased: a long job is more likely to be found running
+                if self.workload._rng[pool].random() * longest > bg.run_s:
+                    continue
+                job = self._add_background(pool, bg, self.t,
+                                           elapsed=self.workload.initial_elapsed(pool, bg))
+                if job is None:
+                    misses += 1
+                else:
+                    used += job.num_nodes * (job.gpus_per_node or job.cpus_per_node)
+            for _ in range(POOL_LOAD[pool].queue_gpus // 3):
+                bg = self.workload.draw(pool)
+                self._add_background(pool, bg, self.t - self.workload._rng[pool].uniform(0, 4 * 3600))
+        self._schedule()
+
+    def _start(self, job: SimJob, hosts: Sequence[SimNode], limit: int, *, at: float | None = None) -> None:
+        t = self.t if at is None else at
+        if job in self.pending[job.pool]:
+            self.pending[job.pool].remove(job)
+        self.running[job.pool].append(job)
+        job.state, job.reason, job.start, job.est_start = "RUNNING", "None", t, t
+        job.limit_eff = limit
+        job.hosts = tuple(n.name for n in hosts)
+        for n in hosts:
+            n.gpus_used += job.gpus_per_node
+            n.cpus_used += job.cpus_per_node
+            n.mem_used += job.mem_per_node
+        if job.submission is not None:
+            self._start_user_job(job)
+        assert job.run_s is not None
+        job.end = t + min(job.run_s, limit)
+        job.outcome = "TIMEOUT" if job.run_s > limit else ("COMPLETED" if job.planned_exit == 0 else "FAILED")
+        job.token += 1
+        self._push(job.end, "end", (job.id, job.token))
+        self.version += 1
+
+    def _start_user_job(self, job: SimJob) -> None:
+        sub = job.submission
+        assert sub is not None
+        gid = sub.group_id
+        if gid is not None and self.groups.get(gid, job.chain_root) != job.chain_root:
+            winner = self.groups[gid]
+            job.program = Program(LOST_CLAIM_RUN_S, 0, iter([
+                Emit(0.1, "out", None, f"[rv] race group already won by job {winner}; exiting")]))
+        else:
+            if gid is not None and gid not in self.groups:
+                self.groups[gid] = job.chain_root
+                self.fs.write(f"{self.paths.group_dir(gid)}/claim", f"{job.id}\n", 0o600)
+                self._push(self.t + SIBLING_CANCEL_DELAY, "group_cancel", (gid, job.id))
+            gres = f"gpu:{job.gres_type}:{job.gpus_per_node}" if job.gres_type else "cpu"
+            ctx = JobContext(job_id=str(job.id), name=job.name, command=sub.command,
+                             partition=job.partition, gres=gres, hosts=job.hosts,
+                             gpus_per_node=job.gpus_per_node, limit_s=job.limit_eff,
+                             checkpoint_total_s=sub.checkpoint_total_s,
+                             total_elapsed_s=job.total_elapsed)
+            job.program = make_program(ctx, random.Random(f"{self.seed}/job/{job.id}"))
+            if gid is not None and self.groups[gid] == job.chain_root and job.chain_root == job.id:
+                job.program.lines = _prepend(Emit(0.25, "out", None,
+                                                  f"[rv] race group {gid}: claimed by job {job.id}"),
+                                             job.program.lines)
+        job.run_s = job.program.run_s
+        job.planned_exit = job.program.exit_code
+        job.next_emit = next(job.program.lines, None)
+        self.emitting.append(job)
+
+    def _finish(self, job: SimJob, state: str | None = None) -> None:
+        """End a running job now (naturally, or with *state* such as CANCELLED)."""
+        t = self.t
+        self._flush_job(job, t)
+        if job in self.emitting:
+            self.emitting.remove(job)
+        self.running[job.pool].remove(job)
+        for h in job.hosts:
+            n = self.node_by_name[h]
+            n.gpus_used -= job.gpus_per_node
+            n.cpus_used -= job.cpus_per_node
+            n.mem_used -= job.mem_per_node
+        final = state or job.outcome
+        job.state, job.end, job.token = final, t, job.token + 1
+        job.exit_code, job.exit_signal = (job.planned_exit, None) if final in ("COMPLETED", "FAILED") else (0, 15)
+        if job.submission is not None:
+            stamp = to_datetime(t).strftime("%Y-%m-%dT%H:%M:%S")
+            if final == "TIMEOUT":
+                self._write(job, "err", None, f"slurmstepd: error: *** JOB {job.id} ON {job.hosts[0]} "
+                            f"CANCELLED AT {stamp} DUE TO TIME LIMIT ***")
+            elif final == "CANCELLED":
+                self._write(job, "err", None, f"slurmstepd: error: *** JOB {job.id} ON {job.hosts[0]} "
+                            f"CANCELLED AT {stamp} ***")
+            elif job.program is not None and job.program.resubmit_total is not None:
+                self._resubmit(job, job.program.resubmit_total)
+        else:
+            self.finished_bg.append((t, job.id))
+        self._dirty.add(job.pool)
+        self.version += 1
+
+    def _cancel(self, job: SimJob) -> None:
+        if job.state == "RUNNING":
+            self._finish(job, "CANCELLED")
+        elif job.state == "PENDING":
+            self.pending[job.pool].remove(job)
+            job.state, job.end, job.reason, job.est_start = "CANCELLED", self.t, "None", None
+            job.exit_code, job.exit_signal = 0, 0
+            self._dirty.add(job.pool)
+            self.version += 1
+
+    def _resubmit(self, job: SimJob, total: float) -> None:
+        sub = job.submission
+        assert sub is not None
+        new = self._add_user_job(sub, chain_root=job.chain_root, total_elapsed=total)
+        self._write(job, "out", None, f"Submitted batch job {new.id}")
+
+    # ------------------------------------------------------------------ output
+
+    def _target_path(self, job: SimJob, stream: str, node: int | None) -> str:
+        base = job.stdout if stream == "out" else job.stderr
+        assert base is not None
+        if node is None or job.num_nodes == 1:
+            return base
+        return f"{posixpath.dirname(base)}/{job.name}-{job.id}.node{node}.{stream}"
+
+    def _write(self, job: SimJob, stream: str, node: int | None, text: str) -> None:
+        self.fs.append_line(self._target_path(job, stream, node), text)
+
+    def _flush_job(self, job: SimJob, t: float) -> None:
+        assert job.start is not None
+        while job.next_emit is not None and job.start + job.next_emit.at <= t:
+            e = job.next_emit
+            self._write(job, e.stream, e.node, e.text)
+            job.next_emit = next(job.program.lines, None) if job.program else None
+
+    def _flush_output(self, t: float) -> None:
+        """Write every line due by *t*, across jobs in time order (so nodes interleave)."""
+        if not self.emitting:
+            return
+        if len(self.emitting) == 1:
+            self._flush_job(self.emitting[0], t)
+            return
+        heap = [(j.start + j.next_emit.at, j.id, j) for j in self.emitting
+                if j.next_emit is not None and j.start is not None and j.start + j.next_emit.at <= t]
+        heapq.heapify(heap)
+        while heap:
+            _, _, j = heapq.heappop(heap)
+            e = j.next_emit
+            assert e is not None and j.program is not None and j.start is not None
+            self._write(j, e.stream, e.node, e.text)
+            j.next_emit = next(j.program.lines, None)
+            if j.next_emit is not None and j.start + j.next_emit.at <= t:
+                heapq.heappush(heap, (j.start + j.next_emit.at, j.id, j))
+
+    # ------------------------------------------------------------------ scheduling
+
+    def _running_blocks(self, pool: str, t: float) -> dict[str, list[Block]]:
+        blocks: dict[str, list[Block]] = {}
+        for j in self.running[pool]:
+            end = j.end if j.end is not None else math.inf
+            for h in j.hosts:
+                blocks.setdefault(h, []).append((t, end, j.gpus_per_node, j.cpus_per_node, j.mem_per_node))
+        return blocks
+
+    def _candidates(self, pool: str, partition: str, features: tuple[str, ...] = ()) -> list[SimNode]:
+        names = self.part_nodes.get(partition, set())
+        return [n for n in self.pool_nodes[pool]
+                if not n.drained and n.name in names and set(features) <= set(n.features)]
+
+    def _schedule(self) -> None:
+        while self._dirty:
+            pool = min(self._dirty)
+            self._dirty.discard(pool)
+            self._pass(pool)
+
+    def _pass(self, pool: str) -> None:
+        """One backfill pass over *pool* at the current time (see the module docstring)."""
+        t = self.t
+        blocks = self._running_blocks(pool, t)
+        spec = GPU_SPECS.get(pool)
+        per_user: dict[str, int] = {}
+        for j in self.running[pool]:
+            per_user[j.user] = per_user.get(j.user, 0) + j.total_gpus
+        reservations: list[tuple[float, str, Block]] = []
+        first_waiting = True
+        planned = 0
+        for job in sorted(self.pending[pool], key=lambda j: (-j.prio, j.id)):
+            if spec and per_user.get(job.user, 0) + job.total_gpus > spec.max_per_user:
+                job.reason, job.est_start = "QOSMaxGRESPerUser", None
+                continue
+            if planned >= MAX_PLANNED:
+                job.reason, job.est_start = "Priority", None
+                continue
+            planned += 1
+            req = _Req(job.gpus_per_node, job.cpus_per_node, job.mem_per_node)
+            cand = self._candidates(pool, job.partition, job.features)
+            start, chosen = earliest(cand, blocks, job.num_nodes, req, t, job.limit_s)
+            limit = job.limit_s
+            if start != t and job.time_min_s:
+                wins = sorted(((_window_now(n, blocks.get(n.name, []), req, t), n.name) for n in cand),
+                              reverse=True)[:job.num_nodes]
+                if len(wins) == job.num_nodes and wins[-1][0] >= job.time_min_s:
+                    start, limit = t, int(min(job.limit_s, wins[-1][0]))
+                    chosen = [self.node_by_name[name] for _, name in wins]
+            if start == t:
+                self._start(job, chosen, limit)
+                for n in chosen:
+                    blocks.setdefault(n.name, []).append(
+                        (t, job.end or math.inf, req.gpus, req.cpus, req.mem))
+                per_user[job.user] = per_user.get(job.user, 0) + job.total_gpus
+                continue
+            job.est_start = start
+            job.reason = "Resources" if first_waiting else "Priority"
+            first_waiting = False
+            if start is not None:
+                for n in chosen:
+                    block = (start, start + job.limit_s, req.gpus, req.cpus, req.mem)
+                    blocks.setdefault(n.name, []).append(block)
+                    reservations.append((job.prio, n.name, block))
+        self.reservations[pool] = reservations
+        self.version += 1
+
+    # ------------------------------------------------------------------ user API
+
+    def resolve(self, partition: str, gres_type: str | None, gpus_per_node: int, nodes: int,
+                walltime_s: int, features: tuple[str, ...] = (), any_of: bool = False) -> list[str]:
+        """Pools a shape can run in, or :class:`ShapeError` with sbatch's message."""
+        if partition not in self.part_nodes:
+            raise ShapeError(f"sbatch: error: invalid partition specified: {partition}")
+        if walltime_s <= 0 or walltime_s > PARTITION_MAXTIME.get(partition, 3 * 86400):
+            raise ShapeError(ERR_TIME_LIMIT)
+        pools = []
+        for pool, pnodes in self.pool_nodes.items():
+            if gpus_per_node > 0:
+                if pool == CPU_POOL or (gres_type is not None and GPU_SPECS[pool].gres_type != gres_type):
+                    continue
+            cand = [n for n in self._candidates(pool, partition)
+                    if (any(f in n.features for f in features) if any_of and features
+                        else set(features) <= set(n.features))]
+            if cand and len(cand) >= nodes and cand[0].gpus >= gpus_per_node:
+                pools.append(pool)
+        if not pools:
+            raise ShapeError(ERR_NODE_CONFIG)
+        for pool in pools:
+            spec = GPU_SPECS.get(pool)
+            total = nodes * gpus_per_node
+            if spec and (total > spec.max_per_job or total > spec.max_per_user):
+                raise ShapeError(ERR_QOS)
+        return pools
+
+    def _default_req(self, pool: str, gpus_per_node: int, cpus: int | None, mem: int | None) -> _Req:
+        node = self.pool_nodes[pool][0]
+        if pool == CPU_POOL:
+            c = cpus or 1
+            return _Req(0, c, mem or int(node.mem * c / node.cpus))
+        frac = gpus_per_node / node.gpus
+        return _Req(gpus_per_node, cpus or max(1, int(node.cpus * frac)),
+                    mem or int(node.mem * frac * 0.9))
+
+    def probe(self, spec: ProbeSpec) -> ProbeResult:
+        """``sbatch --test-only``: when this scheduler would start a job of this shape."""
+        gres_type, gpn = _parse_gres(spec.gres)
+        features, any_of = _parse_constraint(spec.constraint)
+        try:
+            pools = self.resolve(spec.partition, gres_type, gpn, spec.nodes, spec.walltime_s,
+                                 features, any_of)
+        except ShapeError as exc:
+            return ProbeResult(spec, None, str(exc))
+        t = self.t
+        prio = USER_PRIO_BONUS - t
+        best: tuple[float, list[SimNode]] | None = None
+        for pool in pools:
+            blocks = self._running_blocks(pool, t)
+            for rp, name, block in self.reservations[pool]:
+                if rp >= prio:
+                    blocks.setdefault(name, []).append(block)
+            req = self._default_req(pool, gpn, spec.cpus_per_task, parse_mem_mb(spec.mem))
+            cand = [n for n in self._candidates(pool, spec.partition)
+                    if (any(f in n.features for f in features) if any_of and features
+                        else set(features) <= set(n.features))]
+            start, chosen = earliest(cand, blocks, spec.nodes, req, t, spec.walltime_s)
+            if start is not None and (best is None or start < best[0]):
+                best = (start, chosen)
+        if best is None:
+            return ProbeResult(spec, None, ERR_NODE_CONFIG)
+        return ProbeResult(spec, to_datetime(math.ceil(best[0])), None,
+                           ",".join(n.name for n in best[1]))
+
+    def submit(self, sub: JobSubmission) -> SubmitResult:
+        try:
+            self._check_submission(sub)
+        except ShapeError as exc:
+            return SubmitResult(sub, None, str(exc))
+        job = self._add_user_job(sub, chain_root=0,
+                                 total_elapsed=float(sub.meta.get("total_elapsed_s", 0) or 0))
+        return SubmitResult(sub, str(job.id))
+
+    def _pool_of(self, sub: JobSubmission) -> str:
+        if sub.gpus_per_node <= 0:
+            return CPU_POOL
+        from rv_tui.gpus import resolve_gpu_type
+
+        return resolve_gpu_type(sub.gpu_type)
+
+    def _check_submission(self, sub: JobSubmission) -> None:
+        try:
+            pool = self._pool_of(sub)
+        except Exception as exc:
+            raise ShapeError(ERR_PREFIX + "Invalid generic resource (gres) specification") from exc
+        gres_type = GPU_SPECS[pool].gres_type if pool in GPU_SPECS else None
+        features = GPU_SPECS[pool].features if pool in GPU_SPECS else ()
+        pools = self.resolve(sub.partition, gres_type, sub.gpus_per_node, sub.nodes, sub.walltime_s,
+                             features)
+        if pool not in pools:
+            raise ShapeError(ERR_NODE_CONFIG)
+        if sub.time_min_s is not None and not 0 < sub.time_min_s <= sub.walltime_s:
+            raise ShapeError(ERR_TIME_LIMIT)
+
+    def _add_user_job(self, sub: JobSubmission, *, chain_root: int, total_elapsed: float) -> SimJob:
+        pool = self._pool_of(sub)
+        req = self._default_req(pool, sub.gpus_per_node, sub.meta.get("cpus_per_task"),
+                                parse_mem_mb(sub.meta.get("mem")))
+        t = self.t
+        jid = self._new_id()
+        out_tpl = sub.stdout_path or f"{self.paths.logs_dir}/%x-%j.out"
+        err_tpl = sub.stderr_path or (out_tpl[:-4] + ".err" if out_tpl.endswith(".out") else out_tpl)
+        out = _expand(out_tpl, sub.name, jid, self.user)
+        err = _expand(err_tpl, sub.name, jid, self.user)
+        job = SimJob(id=jid, user=self.user, name=sub.name, partition=sub.partition, pool=pool,
+                     num_nodes=sub.nodes, gpus_per_node=req.gpus, cpus_per_node=req.cpus,
+                     mem_per_node=req.mem, limit_s=sub.walltime_s, submit=t,
+                     prio=USER_PRIO_BONUS - t, time_min_s=sub.time_min_s,
+                     features=GPU_SPECS[pool].features if pool in GPU_SPECS else (),
+                     submission=sub, stdout=out, stderr=err, chain_root=chain_root or jid,
+                     total_elapsed=total_elapsed)
+        self.jobs[jid] = job
+        self.pending[pool].append(job)
+        self._dirty.add(pool)
+        self.version += 1
+        return job
+
+    def cancel(self, job_id: int) -> None:
+        job = self.jobs.get(job_id)
+        if job is not None and not _terminal(job.state):
+            self._cancel(job)
+
+    def _prune(self) -> None:
+        while self.finished_bg and self.finished_bg[0][0] < self.t - MIN_JOB_AGE_S:
+            _, jid = self.finished_bg.popleft()
+            self.jobs.pop(jid, None)
+
+    # ------------------------------------------------------------------ views
+
+    def job_info(self, job: SimJob) -> JobInfo:
+        t = self.t
+        if job.state == "RUNNING" and job.start is not None:
+            elapsed = int(t - job.start)
+        elif job.start is not None and job.end is not None:
+            elapsed = int(job.end - job.start)
+        else:
+            elapsed = 0
+        start = job.start if job.start is not None else job.est_start
+        gres = f"gpu:{job.gres_type}:{job.gpus_per_node}" if job.gres_type else ""
+        return JobInfo(
+            job_id=str(job.id), name=job.name, user=job.user, state=job.state, partition=job.partition,
+            reason=job.reason if job.state == "PENDING" else None, nodes=job.hosts,
+            num_nodes=job.num_nodes, gres=gres, elapsed_s=elapsed,
+            time_limit_s=job.limit_eff or job.limit_s,
+            start_time=to_datetime(start) if start is not None else None,
+            submit_time=to_datetime(job.submit), exit_code=job.exit_code, exit_signal=job.exit_signal,
+            stdout_path=job.stdout, stderr_path=job.stderr,
+        )
+
+    def snapshot(self) -> ClusterSnapshot:
+        nodes = tuple(NodeState(
+            name=n.name, partitions=n.partitions, state=n.state(),
+            gpu_type=None if n.pool == CPU_POOL else n.pool, gpus_total=n.gpus,
+            gpus_used=n.gpus_used, cpus_total=n.cpus, cpus_alloc=n.cpus_used, memory_mb=n.mem,
+            memory_alloc_mb=n.mem_used, features=n.features) for n in self.nodes)
+        counts: dict[str, list[int]] = {p: [0, 0, 0] for p in self.partitions}
+        for pool in self.pool_nodes:
+            for j in self.running[pool]:
+                counts[j.partition][0] += 1
+            for j in self.pending[pool]:
+                c = counts[j.partition]
+                c[1] += 1
+                c[2] += j.total_gpus
+        queues = {p: PartitionQueue(p, *c) for p, c in counts.items()}
+        return ClusterSnapshot(taken_at=to_datetime(self.t), nodes=nodes, queues=queues)
+
+
+def _terminal(state: str) -> bool:
+    return state not in ("PENDING", "RUNNING")
+
+
+def _prepend(first: Emit, rest):
+    yield first
+    yield from rest
+
+
+def _parse_gres(gres: str) -> tuple[str | None, int]:
+    """``gpu:a6000:4`` -> ("a6000", 4); ``gpu:2`` -> (None, 2); "" -> (None, 0)."""
+    parts = [p for p in gres.replace("gres/", "").split(":") if p]
+    if not parts:
+        return None, 0
+    if parts[0] == "gpu":
+        parts = parts[1:]
+    if len(parts) == 1:
+        return (None, int(parts[0])) if parts[0].isdigit() else (parts[0], 1)
+    try:
+        return parts[0], int(parts[1])
+    except (ValueError, IndexError):
+        return parts[0], 1
+
+
+def _parse_constraint(text: str | None) -> tuple[tuple[str, ...], bool]:
+    if not text:
+        return (), False
+    if "|" in text:
+        return tuple(f.strip() for f in text.split("|") if f.strip()), True
+    return tuple(f.strip() for f in text.replace(",", "&").split("&") if f.strip()), False
