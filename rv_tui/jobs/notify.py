@@ -147,9 +147,9 @@ def notify_shell(settings: NotifySettings, *, job_name: str, group_id: str) -> s
         # pure-shell fallback: HMAC via sha256sum, fields are digits or our own constants
         "_rv_hexbin() { local h=$1 f=''; while [ -n \"$h\" ]; do f=\"$f\\\\x${h:0:2}\"; h=${h:2}; done; printf \"$f\"; }",
         "_rv_hmac() {",
-        "  local b i=0 ip='' op='' inner",
+        "  local b _x i=0 ip='' op='' inner",
         "  for b in $(printf '%s' \"$_rv_ntok\" | od -An -v -tu1); do",
-        "    ip=\"$ip$(printf '\\\\x%02x' $(( b ^ 54 )))\"; op=\"$op$(printf '\\\\x%02x' $(( b ^ 92 )))\"; i=$((i+1))",
+        "    printf -v _x '\\\\x%02x' $(( b ^ 54 )); ip=\"$ip$_x\"; printf -v _x '\\\\x%02x' $(( b ^ 92 )); op=\"$op$_x\"; i=$((i+1))",
         "  done",
         "  while [ $i -lt 64 ]; do ip=\"$ip\\\\x36\"; op=\"$op\\\\x5c\"; i=$((i+1)); done",
         "  inner=$( { printf \"$ip\"; printf '%s' \"$1\"; } | sha256sum | cut -d' ' -f1)",
