@@ -72,8 +72,9 @@ class Scripted:
         return self.files[path].encode()
 
     async def exec(self, command, *, timeout=None):
-        out = "".join(v + "\n" for k, v in self.files.items() if "/claim/" in k)
-        return ExecResult(command, 0, out, "")
+        if command.startswith("mkdir"):
+            return ExecResult(command, 0, "", "")
+        return ExecResult(command, 127, "", "sh: not supported")  # claims are read as files
 
     async def now(self):
         return datetime.now(timezone.utc)
@@ -89,7 +90,7 @@ class Scripted:
                                    nodes=("n1",), **kw)
 
     def claim(self, gid: str, jid: str) -> None:
-        self.files[f"{self.scratch}/.rv/groups/{gid}/claim/job_id"] = jid
+        self.files[f"{self.scratch}/.rv/groups/{gid}/claim/owner"] = jid
 
 
 def entries(n: int, gid: str = "gtest") -> list[RaceEntry]:
@@ -260,7 +261,10 @@ async def test_error_in_consumer_cancels():
 
 async def test_read_claim_owner_ignores_foreign_ids():
     c = Scripted()
-    c.files["/scratch/u/.rv/groups/g/claim/job_id"] = "999"
+    c.files["/scratch/u/.rv/groups/g/claim/owner"] = "999"
     assert await read_claim_owner(c, "g", ["100"]) is None
-    c.files["/scratch/u/.rv/groups/g/claim/job_id"] = "100"
+    c.files["/scratch/u/.rv/groups/g/claim/owner"] = "100"
     assert await read_claim_owner(c, "g", ["100", "101"]) == "100"
+    del c.files["/scratch/u/.rv/groups/g/claim/owner"]
+    c.files["/scratch/u/.rv/groups/g/claim"] = "101\n"  # the demo keeps the owner in a file
+    assert await read_claim_owner(c, "g", ["100", "101"]) == "101"

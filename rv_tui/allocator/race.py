@@ -443,27 +443,28 @@ _ID_RE = re.compile(r"\d+(?:_\d+)?")
 async def read_claim_owner(cluster: Cluster, group_id: str, job_ids: Sequence[str]) -> str | None:
     """Which job id holds the group's on-cluster claim (``<group_dir>/claim``), if any yet.
 
-    The job templates create ``claim`` with ``mkdir`` and then record their job id in it; we look
-    for one of our ids in the claim directory's file names and contents, so the exact file name
-    inside the claim does not matter.
+    The job templates ``mkdir`` the claim and record the owner in ``claim/owner``; the demo cluster
+    keeps the owner in a ``claim`` file.  One login-node command reads whichever exists; a cluster
+    whose shell cannot run it is asked with plain file reads.  Only ids of this group count.
     """
     claim = f"{RemotePaths(cluster.scratch).group_dir(group_id)}/claim"
     wanted = set(job_ids)
+    text = ""
     try:
         res = await cluster.exec(
-            f"cd {q(claim)} 2>/dev/null || {{ cat {q(claim)} 2>/dev/null; exit 0; }}; "
-            "ls -A; cat ./* 2>/dev/null; exit 0",
+            f"if [ -d {q(claim)} ]; then cat {q(claim + '/owner')}; else cat {q(claim)}; fi 2>/dev/null; exit 0",
             timeout=15,
         )
+        ok = res.ok
         text = res.stdout
     except Exception:
-        text = ""
-        for name in ("job_id", "owner", "winner", ""):
+        ok = False
+    if not ok:
+        for path in (f"{claim}/owner", claim):
             try:
-                data = await cluster.read_file(f"{claim}/{name}" if name else claim)
+                text += (await cluster.read_file(path)).decode(errors="replace") + "\n"
             except Exception:
                 continue
-            text += data.decode(errors="replace") + "\n"
     for tok in _ID_RE.findall(text):
         if tok in wanted:
             return tok
