@@ -526,7 +526,10 @@ class Simulation:
         first_waiting = True
         planned = 0
         for job in sorted(self.pending[pool], key=lambda j: (-j.prio, j.id)):
-            if spec and per_user.get(job.user, 0) + job.total_gpus > spec.max_per_user:
+            # Only the demo user's jobs meet the per-user QOS limit: background jobs stand for many
+            # users, and a limit-blocked job has no reservation, so it could push estimates later.
+            if (spec and job.submission is not None
+                    and per_user.get(job.user, 0) + job.total_gpus > spec.max_per_user):
                 job.reason, job.est_start = "QOSMaxGRESPerUser", None
                 continue
             if planned >= MAX_PLANNED:
@@ -624,7 +627,7 @@ class Simulation:
                 best = (start, chosen)
         if best is None:
             return ProbeResult(spec, None, ERR_NODE_CONFIG)
-        return ProbeResult(spec, to_datetime(math.ceil(best[0])), None,
+        return ProbeResult(spec, to_datetime(best[0]), None,
                            ",".join(n.name for n in best[1]))
 
     def submit(self, sub: JobSubmission) -> SubmitResult:
