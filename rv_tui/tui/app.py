@@ -107,6 +107,13 @@ class RvApp(App[int]):
                 yield CommandLogPane(id="commandlog-pane", time_format=self._format_time)
         yield Footer()
 
+    def _q(self, selector: Any, expect_type: Any = None) -> Any:
+        """Query the main screen (``App.query_one`` would search a modal on top of it)."""
+        screen = self.screen_stack[0] if self.screen_stack else self.screen
+        if expect_type is None:
+            return screen.query_one(selector)
+        return screen.query_one(selector, expect_type)
+
     def _format_time(self, t: float) -> str:
         return time.strftime("%H:%M:%S", time.localtime(t))
 
@@ -114,13 +121,13 @@ class RvApp(App[int]):
         self.title = f"rv · {self.cluster.name}"
         self._render_status()
         if self.command_log is not None:
-            self.query_one(CommandLogPane).add_records(self.command_log.records())
+            self._q(CommandLogPane).add_records(self.command_log.records())
             self._log_listener_remove = self.command_log.add_listener(
                 lambda rec: self.post_message(m.CommandRecorded(rec)))
         self.run_worker(self.poller.run(), name="poll", group="poll", exclusive=True,
                         exit_on_error=False)
         self.set_interval(1.0, self._render_status, name="age-tick")
-        self.query_one("#cluster-table").focus()
+        self._q("#cluster-table").focus()
 
     def on_unmount(self) -> None:
         if self._log_listener_remove:
@@ -129,41 +136,51 @@ class RvApp(App[int]):
     # ------------------------------------------------------------------ status
     def _render_status(self) -> None:
         now = self.clock()
-        self.query_one(StatusBar).show(self.cluster.name, self.cluster.user, self.state, now)
-        banner = self.query_one(ReconnectBanner)
+        self._q(StatusBar).show(self.cluster.name, self.cluster.user, self.state, now)
+        banner = self._q(ReconnectBanner)
         banner.display = self.state.connection == "reconnecting"
         if banner.display:
             banner.show(self.state, now)
 
     # ------------------------------------------------------------------ message handlers
     def on_cluster_polled(self, message: m.ClusterPolled) -> None:
+        if not self.screen_stack:  # shutting down: nothing to update
+            return
         self.state.record_snapshot(message.snapshot, message.jobs, self.clock(), message.windows)
         self.state.poll_duration = message.duration
-        self.query_one(ClusterPane).refresh_from(self.state)
-        self.query_one(JobsPane).refresh_from(self.state)
-        self.query_one(RacePane).refresh_from(self.state)
+        self._q(ClusterPane).refresh_from(self.state)
+        self._q(JobsPane).refresh_from(self.state)
+        self._q(RacePane).refresh_from(self.state)
         self._render_status()
 
     def on_poll_failed(self, message: m.PollFailed) -> None:
+        if not self.screen_stack:  # shutting down: nothing to update
+            return
         self.state.record_failure(message.message)
         if self.state.snapshot is None:
-            self.query_one(ClusterPane).refresh_from(self.state)
+            self._q(ClusterPane).refresh_from(self.state)
         self._render_status()
 
     def on_command_recorded(self, message: m.CommandRecorded) -> None:
-        self.query_one(CommandLogPane).add_records([message.record])
+        if not self.screen_stack:  # shutting down: nothing to update
+            return
+        self._q(CommandLogPane).add_records([message.record])
 
     def on_operation_failed(self, message: m.OperationFailed) -> None:
+        if not self.screen_stack:  # shutting down: nothing to update
+            return
         text = message.message + (f"\n{message.hint}" if message.hint else "")
         self.notify(text, title=f"{message.what} failed", severity="error", timeout=10)
 
     def on_jobs_cancelled(self, message: m.JobsCancelled) -> None:
+        if not self.screen_stack:  # shutting down: nothing to update
+            return
         self.notify(f"cancelled {', '.join(message.job_ids)}", title="cancel")
         self.poller.poke()
 
     # ------------------------------------------------------------------ actions
     def action_show_pane(self, pane: str) -> None:
-        tabs = self.query_one(TabbedContent)
+        tabs = self._q(TabbedContent)
         tabs.active = pane
         self._focus_pane(pane)
 
@@ -181,7 +198,7 @@ class RvApp(App[int]):
         selector = targets.get(pane)
         if selector:
             try:
-                self.query_one(selector).focus()
+                self._q(selector).focus()
             except Exception:  # pane not mounted yet
                 pass
 
@@ -203,7 +220,7 @@ class RvApp(App[int]):
 
     def open_logs(self, job_id: str) -> None:
         self.action_show_pane("logs")
-        self.query_one(LogsPane).follow(job_id)
+        self._q(LogsPane).follow(job_id)
 
     def jobs_by_id(self) -> dict[str, Any]:
         return {j.job_id: j for j in self.state.jobs}
@@ -222,7 +239,7 @@ class RvApp(App[int]):
         widgets = {"launch": LaunchPane, "jobs": JobsPane, "logs": LogsPane, "env": EnvPane,
                    "config": ConfigPane, "race": RacePane}
         self.action_show_pane(pane)
-        widget = self.query_one(widgets[pane])
+        widget = self._q(widgets[pane])
         getattr(widget, f"action_{action}")()
 
     # ------------------------------------------------------------------ race
@@ -249,15 +266,21 @@ class RvApp(App[int]):
         self.start_worker(abort(), group="abort")
 
     def on_race_started(self, message: m.RaceStarted) -> None:
-        self.query_one(RacePane).start(message.group_id, message.strategies)
+        if not self.screen_stack:  # shutting down: nothing to update
+            return
+        self._q(RacePane).start(message.group_id, message.strategies)
 
     def on_race_event_arrived(self, message: m.RaceEventArrived) -> None:
-        self.query_one(RacePane).apply(message.event)
+        if not self.screen_stack:  # shutting down: nothing to update
+            return
+        self._q(RacePane).apply(message.event)
         if str(message.event.kind) == "winner":
             self.notify(f"{message.event.label} won: job {message.event.job_id}", title="race won")
             self.poller.poke()
 
     def on_race_finished(self, message: m.RaceFinished) -> None:
+        if not self.screen_stack:  # shutting down: nothing to update
+            return
         self.poller.poke()
 
     # ------------------------------------------------------------------ attach

@@ -199,9 +199,20 @@ async def follow_logs(target: MessagePump, cluster: Cluster, job_id: str, job: A
 
 
 async def _log_entries(cluster: Cluster, job_id: str, job: Any):
-    """LogEntry items from the core's log follower."""
-    from rv_tui.logs import follower  # helper-7's merged per-node follower
+    """LogEntry items from the core's merged per-node follower (:func:`rv_tui.logs.follow`).
 
-    async for line in follower.follow(cluster, job_id):
-        yield m.LogEntry(getattr(line, "node", None), getattr(line, "stream", "out"),
-                         getattr(line, "text", str(line)))
+    Status changes (pending reason, end) become dim marker lines so the view tells the story.
+    """
+    from rv_tui.jobs.reasons import reason_text
+    from rv_tui.logs import JobEnded, JobStatus, LogLine, follow
+
+    async for ev in follow(cluster, job_id):
+        if isinstance(ev, LogLine):
+            yield m.LogEntry(ev.node, ev.stream, ev.display)
+        elif isinstance(ev, JobStatus):
+            why = reason_text(ev.reason) if ev.state == "PENDING" else ""
+            yield m.LogEntry(None, "rv", f"── job {ev.job_id} {ev.state.lower()}"
+                                         + (f": {why}" if why else "") + " ──")
+        elif isinstance(ev, JobEnded):
+            yield m.LogEntry(None, "rv", f"── job {ev.job_id} {ev.state.lower()}, exit code "
+                                         f"{ev.exit_code} ──")

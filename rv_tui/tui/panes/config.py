@@ -91,6 +91,11 @@ class ConfigPane(Vertical):
         text.update(Syntax(shown, "toml", theme="ansi_dark", background_color="default",
                            word_wrap=True))
 
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        """enter on a row (the table's own binding) = edit."""
+        event.stop()
+        self.action_edit()
+
     def _current_key(self) -> str | None:
         table = self.query_one("#config-table", DataTable)
         if not table.row_count:

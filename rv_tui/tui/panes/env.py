@@ -99,6 +99,11 @@ class EnvPane(Vertical):
             ("   a add · e edit · d remove · r reveal · i import .env", "dim"),
             ("   values revealed" if self.reveal else "", "bold yellow")))
 
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        """enter on a row (the table's own binding) = edit."""
+        event.stop()
+        self.action_edit()
+
     def _selected(self) -> str | None:
         table = self.query_one("#env-table", DataTable)
         if not table.row_count:

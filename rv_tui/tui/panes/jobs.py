@@ -120,6 +120,11 @@ class JobsPane(Vertical):
         elif table.row_count > 1:
             table.move_cursor(row=1)
 
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        """enter on a row (the table's own binding) = logs."""
+        event.stop()
+        self.action_logs()
+
     def selected_job_id(self) -> str | None:
         table = self.query_one("#jobs-table", DataTable)
         if not table.row_count:

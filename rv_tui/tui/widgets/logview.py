@@ -25,6 +25,7 @@ NODE_COLOURS = ("#1e90ff", "#d2691e", "#2e8b57", "#c71585", "#b8860b", "#20b2aa"
                 "#cd5c5c")
 _ERR_BAR = Style(color="#ff3b3b", bold=True)
 _MATCH = Style(reverse=True)
+_RV = Style(italic=True, dim=True)
 
 
 class LogView(ScrollView, can_focus=True):
@@ -150,6 +151,9 @@ class LogView(ScrollView, can_focus=True):
         e = self.rows[index]
         base = self.rich_style
         segs: list[Segment] = []
+        if e.stream == "rv":  # rv's own markers (job pending/started/ended)
+            strip = Strip([Segment(e.text, base + _RV)])
+            return strip.crop(scroll_x, scroll_x + width).extend_cell_length(width, base)
         segs.append(Segment("▌" if e.stream == "err" else " ", base + _ERR_BAR))
         if self.show_prefix:
             if e.node is None:
