@@ -1,0 +1,56 @@
+"""The TUI's user flows against the local Slurm cluster over SSH (marker ``cluster``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rv_tui.cluster import open_cluster
+from rv_tui.config import load_config
+from rv_tui.tui.app import RvApp
+
+from tests.tui import flows
+
+pytestmark = pytest.mark.cluster
+
+
+async def _app(rv_home: Path) -> RvApp:
+    cluster = await open_cluster(load_config(rv_home / "config.toml"))
+    return RvApp(cluster, config_path=rv_home / "config.toml", poll_interval=1.0,
+                 probe_windows=False)
+
+
+async def test_race_logs_cancel_on_real_cluster(rv_home: Path, clean_queue: None) -> None:
+    app = await _app(rv_home)
+    try:
+        async with app.run_test(size=(160, 48)) as pilot:
+            await flows.wait_for(pilot, lambda: app.state.snapshot, "first poll", 60)
+            assert app.command_log is not None  # the SSH pool's own log, not the recorder
+            marker = "rv-tui-flow-marker"
+            winner = await flows.launch_race(pilot, f"echo {marker}; sleep 300", timeout=120)
+            n_winners, not_cancelled = flows.race_losers_cancelled(app)
+            assert n_winners == 1 and not_cancelled == []
+            view = await flows.open_winner_logs(pilot, marker, timeout=120)
+            assert view.total >= 1
+            await flows.cancel_job(pilot, winner, timeout=120)
+            assert any("scancel" in r.command for r in app.command_log.records())
+    finally:
+        await app.cluster.close()
+
+
+async def test_env_and_config_on_real_cluster(rv_home: Path) -> None:
+    cfg = rv_home / "config.toml"
+    cfg.write_text("# my comment stays\n" + cfg.read_text())
+    app = await _app(rv_home)
+    try:
+        async with app.run_test(size=(160, 48)) as pilot:
+            await flows.edit_env(pilot, "RV_TUI_TEST_KEY", "value-1", timeout=60)
+            refused = await flows.edit_config(pilot, "defaults.gpu_type", "b200x")
+            assert refused and "not a known GPU type" in refused
+            assert await flows.edit_config(pilot, "defaults.time", "1h") is None
+            text = cfg.read_text()
+            assert text.startswith("# my comment stays\n") and 'time = "1h"' in text
+            assert "b200x" not in text
+    finally:
+        await app.cluster.close()
