@@ -171,3 +171,35 @@ def test_apply_command_quotes_hostile_paths() -> None:
     cmd = sync.apply_command("/s/w", "/s/w/code; rm -rf ~", "/s/w/.st $(id)", ["/s/w/.st $(id).0.tar"],
                              prune_dirs=True)
     assert "'/s/w/code; rm -rf ~'" in cmd and "'/s/w/.st $(id).0.tar'" in cmd
+
+
+@pytest.mark.cluster
+def test_rv_sync_cli_dry_run_then_push(rv_home: Path, tmp_path: Path, slurm_cluster) -> None:
+    import json
+    import sys
+
+    root = tmp_path / f"cli-{secrets.token_hex(3)}"
+    make_repo(root)
+    env = {**os.environ, "RV_HOME": str(rv_home)}
+
+    def rv(*args: str) -> dict:
+        r = subprocess.run([sys.executable, "-m", "rv_tui", "sync", *args, "--json"], cwd=root,
+                           capture_output=True, text=True, env=env, timeout=120)
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout)
+
+    dry = rv("push", "--dry-run")
+    real = rv("push")
+    assert dry["dry_run"] and not real["dry_run"]
+    assert sorted(dry["upload"]) == sorted(real["upload"]) and "train.py" in real["upload"]
+    assert real["code_dir"].endswith(f"/{real['project']}/main/code")
+    assert rv("push")["upload"] == []
+    (root / "out").mkdir()
+    pulled = subprocess.run([sys.executable, "-m", "rv_tui", "sync", "pull", "train.py", "out"], cwd=root,
+                            capture_output=True, text=True, env=env, timeout=120)
+    assert pulled.returncode == 0, pulled.stderr
+    assert (root / "out" / "train.py").read_text() == "print('v1')\n"
+    c = slurm_cluster
+    subprocess.run(["ssh", "-p", str(c.port), "-i", c.identity_file, "-o", f"UserKnownHostsFile={c.known_hosts}",
+                    "-o", "BatchMode=yes", f"{c.user}@{c.host}", f"rm -rf {q(real['code_dir'].rsplit('/', 2)[0])}"],
+                   timeout=60)
