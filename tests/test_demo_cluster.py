@@ -323,7 +323,7 @@ async def test_race_group_has_exactly_one_runner_without_a_client() -> None:
     runners = [i for i in (a, b) if "[rv] command:" in await text(c, i.stdout_path)]
     assert runners == [a]
     assert f"race group already won by job {a.job_id}; exiting" in await text(c, b.stdout_path)
-    assert (await c.read_file("/scratch/demo1a/.rv/groups/g1/claim")).decode().strip() == a.job_id
+    assert (await c.read_file("/scratch/demo1a/.rv/groups/g1/claim/owner")).decode().strip() == a.job_id
 
 
 async def test_race_sibling_pending_elsewhere_is_cancelled_within_a_second() -> None:
@@ -449,3 +449,15 @@ async def test_files_and_tiny_shell() -> None:
     assert r.exit_status == 127 and "demo cluster: command not available" in r.stderr
     r = await c.exec("echo $(id) | sh")
     assert r.exit_status == 127
+
+
+async def test_race_tie_goes_to_the_first_submitted_sibling() -> None:
+    """Siblings that start in the same instant claim in job-id order (the allocator's best first),
+    whatever partition or pool the scheduler looks at first."""
+    c = quiet()
+    ids = [r.job_id for r in await c.submit([sub("gpu-v100", "v100", name="r", group_id="g3"),
+                                             sub("gpu-a6000", "a6000", name="r", group_id="g3")])]
+    c.advance(5)
+    first, second = await c.jobs(ids)
+    assert first.state == "RUNNING" and second.state in ("COMPLETED", "CANCELLED")
+    assert (await c.read_file("/scratch/demo1a/.rv/groups/g3/claim/owner")).decode().strip() == ids[0]

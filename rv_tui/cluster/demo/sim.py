@@ -26,6 +26,7 @@ import heapq
 import math
 import posixpath
 import random
+import re
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -237,6 +238,7 @@ class Simulation:
         self._heap: list[tuple[float, int, str, tuple]] = []
         self._seq = 0
         self._dirty: set[str] = set()
+        self._starting: list[SimJob] = []
         self.t = start - (warm_s if background else 0.0)
         capacity = {}
         for pool, nodes in self.pool_nodes.items():
@@ -371,14 +373,22 @@ class Simulation:
             n.gpus_used += job.gpus_per_node
             n.cpus_used += job.cpus_per_node
             n.mem_used += job.mem_per_node
+        self.version += 1
         if job.submission is not None:
-            self._start_user_job(job)
-        assert job.run_s is not None
-        job.end = t + min(job.run_s, limit)
-        job.outcome = "TIMEOUT" if job.run_s > limit else ("COMPLETED" if job.planned_exit == 0 else "FAILED")
+            # The demo user's jobs learn their fate (race claim, program) once every job starting
+            # at this instant is known, so the lowest id wins a tie, as in Slurm's job-id order.
+            job.end = t + limit  # provisional, for the rest of this pass
+            self._starting.append(job)
+            return
+        self._arm_end(job)
+
+    def _arm_end(self, job: SimJob) -> None:
+        assert job.run_s is not None and job.start is not None
+        job.end = job.start + min(job.run_s, job.limit_eff)
+        job.outcome = ("TIMEOUT" if job.run_s > job.limit_eff
+                       else "COMPLETED" if job.planned_exit == 0 else "FAILED")
         job.token += 1
         self._push(job.end, "end", (job.id, job.token))
-        self.version += 1
 
     def _start_user_job(self, job: SimJob) -> None:
         sub = job.submission
@@ -391,7 +401,8 @@ class Simulation:
         else:
             if gid is not None and gid not in self.groups:
                 self.groups[gid] = job.chain_root
-                self.fs.write(f"{self.paths.group_dir(gid)}/claim", f"{job.id}\n", 0o600)
+                # the same layout the job templates create: mkdir claim, owner file inside
+                self.fs.write(f"{self.paths.group_dir(gid)}/claim/owner", f"{job.id}\n", 0o600)
                 self._push(self.t + SIBLING_CANCEL_DELAY, "group_cancel", (gid, job.id))
             gres = f"gpu:{job.gres_type}:{job.gpus_per_node}" if job.gres_type else "cpu"
             ctx = JobContext(job_id=str(job.id), name=job.name, command=sub.command,
@@ -509,10 +520,16 @@ class Simulation:
                 if not n.drained and n.name in names and set(features) <= set(n.features)]
 
     def _schedule(self) -> None:
-        while self._dirty:
-            pool = min(self._dirty)
-            self._dirty.discard(pool)
-            self._pass(pool)
+        while self._dirty or self._starting:
+            while self._dirty:
+                pool = min(self._dirty)
+                self._dirty.discard(pool)
+                self._pass(pool)
+            starting, self._starting = sorted(self._starting, key=lambda j: j.id), []
+            for job in starting:
+                self._start_user_job(job)
+                self._arm_end(job)
+                self._dirty.add(job.pool)  # re-plan with the real end instead of the limit
 
     def _pass(self, pool: str) -> None:
         """One backfill pass over *pool* at the current time (see the module docstring)."""
@@ -662,8 +679,9 @@ class Simulation:
 
     def _add_user_job(self, sub: JobSubmission, *, chain_root: int, total_elapsed: float) -> SimJob:
         pool = self._pool_of(sub)
-        req = self._default_req(pool, sub.gpus_per_node, sub.meta.get("cpus_per_task"),
-                                parse_mem_mb(sub.meta.get("mem")))
+        cpus, mem = _script_resources(sub.script)
+        req = self._default_req(pool, sub.gpus_per_node, sub.meta.get("cpus_per_task") or cpus,
+                                parse_mem_mb(sub.meta.get("mem")) or mem)
         t = self.t
         jid = self._new_id()
         out_tpl = sub.stdout_path or f"{self.paths.logs_dir}/%x-%j.out"
@@ -731,6 +749,18 @@ class Simulation:
                 c[2] += j.total_gpus
         queues = {p: PartitionQueue(p, *c) for p, c in counts.items()}
         return ClusterSnapshot(taken_at=to_datetime(self.t), nodes=nodes, queues=queues)
+
+
+_SBATCH_CPUS = re.compile(r"^#SBATCH\s+(?:--cpus-per-task[= ]|-c\s*)(\d+)\s*$", re.MULTILINE)
+_SBATCH_MEM = re.compile(r"^#SBATCH\s+--mem[= ](\S+)\s*$", re.MULTILINE)
+
+
+def _script_resources(script: str) -> tuple[int | None, int | None]:
+    """CPUs per task and memory per node from the script's ``#SBATCH`` lines (the submission has no
+    structured field for them, and Slurm schedules by what the script asks)."""
+    cpus = _SBATCH_CPUS.search(script or "")
+    mem = _SBATCH_MEM.search(script or "")
+    return (int(cpus.group(1)) if cpus else None, parse_mem_mb(mem.group(1)) if mem else None)
 
 
 def _terminal(state: str) -> bool:
