@@ -113,8 +113,10 @@ async def losers_gone(c, ids: list[str]) -> float:
 
 async def trial_client(c) -> float:
     gid = new_group_id()
-    race = Race(c, entries(c, gid, self_cancel=False), group_id=gid)
+    race = Race(c, entries(c, gid, self_cancel=False), group_id=gid, timeout=90)
     await race.run()
+    if race.result.winner_id is None:
+        raise RuntimeError(f"race ended {race.result.outcome}")
     done = time.time()
     t0 = await started_stamp(c, gid)
     await c.cancel(race.job_ids)
@@ -147,7 +149,10 @@ async def trial_original(c) -> float:
     res = await c.submit([e.submission for e in entries(c, gid, self_cancel=False)])
     ids = [r.job_id for r in res if r.job_id]
     interval = 1.0
+    deadline = time.monotonic() + 90
     while True:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no job of {ids} started (queue cleared by someone else?)")
         await asyncio.sleep(interval)
         interval = min(interval * 1.3, 5.0)
         queue = await c.jobs()  # the whole user queue, as the original did
@@ -179,11 +184,16 @@ async def main() -> None:
         load.wait_state(ids)
         for _ in range(a.trials):
             for name, fn in (("original", trial_original), ("client", trial_client), ("cluster", trial_cluster)):
-                results[name].append(await fn(c))
+                try:
+                    results[name].append(await fn(c))
+                    print(f"{name}: {results[name][-1]:.2f}s", file=sys.stderr, flush=True)
+                except RuntimeError as exc:  # another session cleared the queue mid-trial
+                    print(f"{name}: trial skipped: {exc}", file=sys.stderr, flush=True)
                 load.clear(users=(load.user,))
     finally:
         load.clear(users=(load.user, load.other_user))
         await c.close()
+    results = {k: v for k, v in results.items() if v}
     base = statistics.median(results["original"])
     print(f"{'path':<10}{'median s':>10}{'min':>8}{'max':>8}{'vs original':>13}")
     for name, xs in results.items():
