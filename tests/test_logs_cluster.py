@@ -129,9 +129,12 @@ async def test_pull_downloads_every_node_file(ssh_cluster, tmp_path) -> None:
             ended = ev
     # (not asserting COMPLETED: a concurrent test's clean_queue may cancel it on a shared dev box)
     assert ended is not None and (ended.exit_code == 0) == (ended.state == "COMPLETED")
-    code, out, err = await run_cli("logs", job_id, "--pull", str(tmp_path), "--json")
+    dest = tmp_path / "pulled"
+    dest.mkdir()
+    code, out, err = await run_cli("logs", job_id, "--pull", str(dest), "--json")
     assert code == 0, err
-    names = sorted(p.name for p in tmp_path.iterdir())
+    names = sorted(p.name for p in dest.iterdir())
     assert names == sorted([f"{name}-{job_id}.out", f"{name}-{job_id}.err"]
                            + [f"{name}-{job_id}.node{n}.{s}" for n in (0, 1) for s in ("out", "err")])
-    assert (tmp_path / f"{name}-{job_id}.node1.out").read_text().startswith("n1 line 1\n")
+    assert json.loads(out)["job_id"] == job_id
+    assert (dest / f"{name}-{job_id}.node1.out").read_text().startswith("n1 line 1\n")
