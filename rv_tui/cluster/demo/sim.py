@@ -29,7 +29,7 @@ import random
 import re
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from rv_tui.cluster.base import (
     ClusterSnapshot, JobInfo, JobSubmission, NodeState, PartitionQueue, ProbeResult, ProbeSpec,
