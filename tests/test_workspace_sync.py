@@ -203,3 +203,42 @@ def test_rv_sync_cli_dry_run_then_push(rv_home: Path, tmp_path: Path, slurm_clus
     subprocess.run(["ssh", "-p", str(c.port), "-i", c.identity_file, "-o", f"UserKnownHostsFile={c.known_hosts}",
                     "-o", "BatchMode=yes", f"{c.user}@{c.host}", f"rm -rf {q(real['code_dir'].rsplit('/', 2)[0])}"],
                    timeout=60)
+
+
+@pytest.mark.cluster
+async def test_rv_sync_watch_pushes_edits(rv_home: Path, tmp_path: Path, cluster: Cluster) -> None:
+    import asyncio
+    import sys
+
+    from rv_tui.paths import RemotePaths
+    from rv_tui.workspace.project import detect_project
+
+    root = tmp_path / f"watch-{secrets.token_hex(3)}"
+    make_repo(root)
+    pr = detect_project(root)
+    code = RemotePaths(cluster.scratch).code_dir(pr.name, pr.branch)
+    env = {**os.environ, "RV_HOME": str(rv_home)}
+    proc = subprocess.Popen([sys.executable, "-m", "rv_tui", "sync", "watch"], cwd=root, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    async def remote_text(path: str, want: str, seconds: float = 60) -> str:
+        loop = asyncio.get_running_loop()
+        end = loop.time() + seconds
+        got = ""
+        while loop.time() < end and proc.poll() is None:
+            got = (await cluster.exec(f"cat {q(code + '/' + path)} 2>/dev/null; true")).stdout
+            if got == want:
+                break
+            await asyncio.sleep(0.3)
+        return got
+
+    try:
+        assert await remote_text("train.py", "print('v1')\n") == "print('v1')\n"
+        (root / "train.py").write_text("print('watched')\n")
+        (root / "fresh.py").write_text("fresh\n")
+        assert await remote_text("train.py", "print('watched')\n") == "print('watched')\n"
+        assert await remote_text("fresh.py", "fresh\n") == "fresh\n"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        await cluster.exec(f"rm -rf {q(code.rsplit('/', 2)[0])}")

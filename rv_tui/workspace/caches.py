@@ -64,6 +64,8 @@ fi
 
 async def ensure_remote_setup(cluster: Cluster, *, hf_cache: str | None = None) -> list[CacheLink]:
     """Create rv's remote directories and the cache symlinks (one round trip)."""
+    if cluster.is_demo:
+        return []
     paths = RemotePaths(cluster.scratch)
     targets = {n: (hf_cache if n == "huggingface" and hf_cache else paths.cache_dir(n)) for n in CACHE_DIRS}
     parts = ["mkdir -p " + " ".join(q(d) for d in remote_dirs(cluster.scratch, hf_cache)),

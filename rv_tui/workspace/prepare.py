@@ -135,7 +135,7 @@ async def prepare_workspace(cluster: Cluster, local_dir: str | Path, command: st
     snaps_dir = paths.snapshots_dir(pr.name, pr.branch)
     if plan.manage_deps and plan.deps is not None:
         plan.venv = paths.venv(pr.name, pr.branch)
-    if dry_run:
+    if dry_run or cluster.is_demo:
         plan.sync_result = await sync.push(cluster, pr.root, plan.code_dir, dry_run=True)
         plan.snapshot = f"{snaps_dir}/{snapshots.snapshot_name(job_name)}"
     else:

@@ -337,6 +337,10 @@ async def push(cluster: Cluster, root: str | Path, code_dir: str, *, dry_run: bo
     """Make ``code_dir`` equal the local file set of ``root`` (or, dry run, say what would change)."""
     started = time.monotonic()
     root = Path(root).resolve()
+    if cluster.is_demo:
+        # the simulated cluster has no shell to untar into: show the plan against an empty code/
+        plan = compute_plan(root, code_dir, list_local_files(root), {}, {})
+        return SyncResult(plan, dry_run, 0, 0, time.monotonic() - started)
     plan = await plan_push(cluster, root, code_dir, create=not dry_run)
     if dry_run:
         return SyncResult(plan, True, 1, 0, time.monotonic() - started)
