@@ -179,6 +179,7 @@ async def _submit_all(r: Run) -> None:
         add("race_b", ctx("race", race_cmd, group=group, with_notify=False), _strategy("interactive", "a6000", gpus=0))
         add("race_queued", ctx("race", race_cmd, group=group, with_notify=False),
             _strategy("standard", "a6000", gpus=0, options=("--begin", "now+3600")))
+        add("hold", ctx("hold", None), _strategy("gpu-a6000", "a6000"))
         results = await c.submit(subs)
         for label, res in zip(labels, results):
             assert res.ok, f"{label}: {res.error}"
@@ -292,3 +293,25 @@ def test_token_never_on_a_command_line_or_in_logs(run: Run) -> None:
     logs = RemotePaths(run.info.scratch).logs_dir
     out = run.sh(f"grep -rl {q(run.token)} {q(logs)} {q(run.base)} 2>/dev/null; true")
     assert out.strip() == ""
+
+
+def test_interactive_hold_and_attach_rcfile(run: Run) -> None:
+    from rv_tui.jobs.templates import attach_command, attach_rc_path
+    jid = run.jobs["hold"]
+    ctx = JobContext(name=run.names["hold"], command=None, scratch=run.info.scratch, group_id="x")
+    _poll("hold job running", lambda: (j := run.job("hold")) and j.state == "RUNNING", timeout=60)
+    # the rcfile lives in the job's group dir; find it through the job's own claim record
+    rc = _poll("attach rcfile", lambda: run.sh(
+        f"ls {q(run.info.scratch)}/.rv/groups/*/attach-{jid}.rc 2>/dev/null; true").strip() or None, timeout=30)
+    assert rc.endswith(attach_rc_path(ctx, jid).rsplit("/", 1)[1])
+    assert run.sh(f"stat -c %a {q(rc)}").strip() == "600"
+    # what `rv up` runs, minus --pty (no terminal here): the shell sees rv env and the workdir
+    argv = attach_command(jid, ctx)
+    assert argv[:4] == ["srun", f"--jobid={jid}", "--overlap", "--pty"]
+    out = run.sh(join(["srun", f"--jobid={jid}", "--overlap", "-N1", "-n1", "bash", "-c",
+                       '. "$1" >/dev/null 2>&1; printf "%s|%s" "$PWD" "$RV_WEIRD"', "x", rc]))
+    assert out == f"{run.base}|{WEIRD}"
+    run.sh(join(["scancel", jid]))
+    _poll("hold job ended", lambda: (j := run.job("hold")) and j.is_terminal, timeout=60)
+    time.sleep(0)  # no sleep-as-assertion: the next check is on what already arrived
+    assert not [e for e in _events(run, "hold") if e["event"] != "TIMEOUT"]  # no FAILED mail for rv stop
