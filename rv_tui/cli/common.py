@@ -7,6 +7,8 @@ talking to" (configured vs demo, and saying so) is decided the same way everywhe
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import json
 import sys
 from collections.abc import AsyncIterator
@@ -46,12 +48,44 @@ async def open_from_args(args: argparse.Namespace) -> Cluster:
     return cluster
 
 
+#: How long a command waits, at most, for the day's keepalive command to be sent before closing.
+KEEPALIVE_GRACE_S = 2.0
+
+
+def start_keepalive(cluster: Cluster, config: Config | None) -> "asyncio.Task[None] | None":
+    """The once-a-day scratch keepalive (a detached remote ``touch``); never raises."""
+    try:
+        from rv_tui.workspace.keepalive import maybe_keepalive
+
+        return maybe_keepalive(cluster, config)
+    except Exception:  # noqa: BLE001 - a keepalive must never break a command
+        return None
+
+
+async def settle_keepalive(task: "asyncio.Task[None] | None", grace: float = KEEPALIVE_GRACE_S) -> None:
+    """Give the keepalive's one short command up to ``grace`` seconds before the connection
+    closes (it usually finished long ago); cancel it after that."""
+    if task is None or task.done():
+        return
+    done, _ = await asyncio.wait({task}, timeout=grace)
+    if not done:
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+
+
 @asynccontextmanager
 async def cluster_from_args(args: argparse.Namespace) -> AsyncIterator[Cluster]:
+    """The cluster for one CLI command; starts the daily keepalive and closes everything after."""
     cluster = await open_from_args(args)
+    keepalive = start_keepalive(cluster, load(args))
     try:
         yield cluster
     finally:
+        try:
+            await settle_keepalive(keepalive)
+        except Exception:  # noqa: BLE001 - the keepalive never fails a command
+            pass
         try:
             await cluster.close()
         except Exception:

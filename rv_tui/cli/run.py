@@ -12,20 +12,24 @@ passed to the command, with a warning.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
-import time
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import Any, TextIO
 
-from rv_tui.allocator.model import Request, Strategy
+from rv_tui.allocator.model import Request
 from rv_tui.allocator.race import Race, RaceEntry, RaceEvent, RaceEventKind, RaceResult
 from rv_tui.cli.common import add_json_flag, cluster_from_args, err, load, print_json, to_jsonable
-from rv_tui.cluster.base import Cluster, JobInfo, JobSubmission
+from rv_tui.cli.sync import _print_plan as _print_sync_plan
+from rv_tui.cli.sync import _progress_printer
+from rv_tui.cluster.base import Cluster, JobInfo
 from rv_tui.config import Config
 from rv_tui.durations import parse_duration
 from rv_tui.errors import RvError
-from rv_tui.jobs.store import GroupStore, git_info, new_group_id
+from rv_tui.jobs import launch as _launch
+from rv_tui.jobs.store import GroupStore, git_info
+from rv_tui.logs import JobEnded, JobStatus, LogLine, follow
+from rv_tui.logs import exit_code_of as _exit_code_of
 
 #: rv flags that, seen after the command, were probably meant for rv.
 RV_FLAGS = ("-g", "--gpu", "-t", "--type", "--time", "--name", "--mem", "--mig", "-f", "--follow",
@@ -103,28 +107,9 @@ def print_plan(plan: Any, as_json: bool) -> None:
     print(render_plan(plan))
 
 
-def job_context(cluster: Cluster, config: Config | None, request: Request, group_id: str) -> Any:
-    """The per-request part of every sibling's script (helper-5's JobContext)."""
-    from rv_tui.jobs.naming import heuristic_name
-    from rv_tui.jobs.templates import JobContext
-    from rv_tui.paths import RemotePaths
-
-    name = request.name or (heuristic_name(request.command) if request.command else "rv-interactive")
-    return JobContext(
-        name=name, command=request.command, scratch=cluster.scratch, group_id=group_id,
-        account=request.account, env_file=RemotePaths(cluster.scratch).env_file,
-        hf_cache=config.shared.hf_cache if config is not None else None,
-        exclude_nodes=tuple(request.exclude_nodes),
-    )
-
-
-def build_entries(cluster: Cluster, config: Config | None, request: Request, strategies: list[Strategy],
-                  group_id: str, kind: str = "run") -> list[RaceEntry]:
-    """One job submission per strategy, built by the job templates (with the on-cluster claim)."""
-    from rv_tui.jobs.templates import build_submission
-
-    ctx = job_context(cluster, config, request, group_id)
-    return [RaceEntry(submission=build_submission(ctx, s), strategy=s) for s in strategies]
+# Kept importable from here for older callers (the TUI's previews); the logic lives in the core.
+job_context = _launch.job_context
+build_entries = _launch.build_entries
 
 
 def event_printer(as_json: bool, quiet: bool = False) -> Callable[[RaceEvent], None]:
@@ -172,6 +157,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_request_options(p)
     p.add_argument("-f", "--follow", action="store_true",
                    help="wait for the winner, follow its logs, exit with its exit code")
+    p.add_argument("--no-sync", dest="sync", action="store_false",
+                   help="run the command as given in your remote home: no code sync, venv or snapshot")
     p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="CMD")
     p.set_defaults(func=main)
 
@@ -188,17 +175,50 @@ async def main(args: argparse.Namespace) -> int:
     config = load(args)
     request = build_request(args, config, command)
     async with cluster_from_args(args) as cluster:
-        plan = await make_plan_for(cluster, request, args.max_strategies)
+        launch = await _launch.prepare_launch(
+            cluster, config, request, command, cwd=Path.cwd(), name=args.name, dry_run=args.dry_run,
+            say=None if args.json else (lambda m: err(f"rv: {m}")),
+            progress=None if args.json else _progress_printer(),
+            max_strategies=args.max_strategies, workspace=getattr(args, "sync", True))
         if args.dry_run:
-            print_plan(plan, args.json)
+            print_launch(launch, args.json)
             return 0
-        group_id = new_group_id()
-        entries = build_entries(cluster, config, request, list(plan.strategies), group_id, "run")
-        return await run_race(cluster, entries, args, request, group_id, follow=args.follow)
+        return await run_race(cluster, launch.entries, args, launch.request, launch.group_id,
+                              follow=args.follow, launch=launch)
+
+
+def print_launch(launch: _launch.Launch, as_json: bool) -> None:
+    """The dry run: the ranked strategies, then what the workspace step would do and send."""
+    if as_json:
+        plan = launch.plan.to_json() if hasattr(launch.plan, "to_json") else {}
+        print_json({**plan, "launch": launch.to_json()})
+        return
+    print_plan(launch.plan, False)
+    print()
+    ws = launch.workspace
+    print(f"job name: {launch.name}")
+    print(f"command:  {launch.request.command}")
+    if ws is None:
+        print("workspace: none (--no-sync): the job runs in your remote home directory")
+        return
+    for note in ws.notes:
+        print(f"note: {note}")
+    if ws.project is None:
+        return
+    print(f"project:  {ws.project.name} (branch {ws.project.branch}) from {ws.project.root}")
+    print(f"snapshot: {ws.snapshot} (created at submit; the job runs there)")
+    if ws.venv:
+        print(f"venv:     {ws.venv} (from {ws.deps.file if ws.deps else '?'})")
+    elif ws.manage_deps is False and ws.entry:
+        print("venv:     none (no requirements.txt / pyproject.toml, or not a python command)")
+    if ws.sync_result is not None:
+        _print_sync_plan(ws.sync_result, False)
+    print("dry run: nothing was uploaded or submitted")
 
 
 async def run_race(cluster: Cluster, entries: list[RaceEntry], args: argparse.Namespace, request: Request,
-                   group_id: str, *, follow: bool, store: GroupStore | None = None) -> int:
+                   group_id: str, *, follow: bool, store: GroupStore | None = None,
+                   launch: _launch.Launch | None = None) -> int:
     """Race ``entries``: without ``follow`` return after submission; with it, wait and follow."""
     store = store or GroupStore()
     timeout = parse_duration(args.wait_timeout) if getattr(args, "wait_timeout", None) else None
@@ -207,11 +227,17 @@ async def run_race(cluster: Cluster, entries: list[RaceEntry], args: argparse.Na
                 leave=bool(getattr(args, "leave", False)) or not follow)
     show = event_printer(args.json)
     submitted = 0
+    recorded = False
     async with race:
         async for ev in race:
             show(ev)
             if ev.kind in (RaceEventKind.SUBMITTED, RaceEventKind.SUBMIT_FAILED):
                 submitted += 1
+            if ev.kind is RaceEventKind.SUBMITTED and not recorded and launch is not None:
+                recorded = True  # every id is known once the first arrives (one sbatch batch)
+                problem = await launch.record_jobs(cluster, race.job_ids)
+                if problem and not args.json:
+                    err(f"rv: note: {problem}")
             if not follow and submitted == len(entries):
                 break
             if ev.kind in (RaceEventKind.NO_WINNER, RaceEventKind.TIMEOUT):
@@ -232,62 +258,53 @@ async def run_race(cluster: Cluster, entries: list[RaceEntry], args: argparse.Na
             print_json(race_summary(result))
         raise RvError(f"no strategy started ({result.outcome})",
                       hint="see `rv ps -a`; jobs were cancelled" if not race.leave else "jobs left queued")
-    final = await follow_job(cluster, result.winner_id, quiet=args.json)
-    code = exit_code_of(final)
+    winner = race.by_id.get(result.winner_id)
+    multi = bool(winner and (winner.submission.meta.get("per_node_logs") or winner.submission.nodes > 1))
+    ended = await follow_job(cluster, result.winner_id, quiet=args.json, multi_node=multi)
+    code = ended.exit_code if ended is not None else 1
+    state = ended.state if ended is not None else "UNKNOWN"
     if args.json:
-        print_json({**race_summary(result), "state": final.state if final else None, "exit_code": code})
+        print_json({**race_summary(result), "state": state, "exit_code": code})
     else:
-        state = final.state if final else "UNKNOWN"
-        print(f"job {result.winner_id} finished: {state} (exit {code})")
+        err(f"rv: job {result.winner_id} finished: {state} (exit {code})")
     return code
 
 
-async def follow_job(cluster: Cluster, job_id: str, *, quiet: bool = False, poll: float = 1.0,
-                     on_line: Callable[[str], None] | None = None) -> JobInfo | None:
-    """Wait for a job to end, printing its log when a log follower is available; its final info."""
-    follower = None
-    try:
-        from rv_tui.logs import follow as _follow  # helper-7's follower, when it lands
+async def follow_job(cluster: Cluster, job_id: str, *, quiet: bool = False, multi_node: bool = False,
+                     out: TextIO | None = None) -> JobEnded | None:
+    """Follow a job to its end with :mod:`rv_tui.logs`, printing lines as ``rv logs`` does
+    (``[nodeN]``/``[stderr]`` prefixes, collapsed progress bars); its :class:`JobEnded`.
 
-        follower = getattr(_follow, "follow_job", None)
-    except ImportError:
-        follower = None
-    if follower is not None and not quiet:
-        try:
-            async for line in follower(cluster, job_id):
-                text = getattr(line, "text", None) or getattr(line, "line", None) or str(line)
-                (on_line or print)(text)
-        except Exception as exc:  # the follower is a convenience; the final state is what counts
-            err(f"rv: log follow stopped: {exc}")
-    last: JobInfo | None = None
-    misses = 0
-    while True:
-        infos = await cluster.jobs([job_id])
-        info = next((j for j in infos if j.job_id == job_id), None)
-        if info is not None:
-            last = info
-            misses = 0
-            if info.is_terminal:
-                return info
-        else:
-            misses += 1
-            if misses > 30:
-                return last
-        await asyncio.sleep(poll)
+    ``quiet`` (``--json``) prints nothing but still waits for the job's real exit code.
+    """
+    from rv_tui.cli.logs import Renderer
+
+    stream = out or sys.stdout
+    r = Renderer(stream, multi_node=multi_node, both_streams=True, raw=False, as_json=False,
+                 tty=stream.isatty())
+    ended: JobEnded | None = None
+    try:
+        async for ev in follow(cluster, job_id):
+            if isinstance(ev, LogLine):
+                if not quiet:
+                    r.feed(ev)
+            elif isinstance(ev, JobStatus):
+                if quiet:
+                    continue
+                r.close_progress()
+                if ev.state == "PENDING":
+                    err(f"rv: job {job_id} is pending{f' ({ev.reason})' if ev.reason else ''}...")
+                else:
+                    err(f"rv: following job {job_id} ({ev.state}); Ctrl-C stops following, not the job "
+                        f"(`rv stop {job_id}` cancels it)")
+            elif isinstance(ev, JobEnded):
+                ended = ev
+    finally:
+        if not quiet:
+            r.finish()
+    return ended
 
 
 def exit_code_of(info: JobInfo | None) -> int:
     """The job's real exit code; never 0 for a job that was killed, cancelled or timed out."""
-    if info is None:
-        return 1
-    if info.state == "COMPLETED":
-        return info.exit_code or 0
-    if info.exit_signal:
-        return 128 + info.exit_signal
-    if info.exit_code:
-        return info.exit_code
-    return {"TIMEOUT": 124, "CANCELLED": 130, "OUT_OF_MEMORY": 137}.get(info.state, 1)
-
-
-def elapsed_since(t0: float) -> float:
-    return time.monotonic() - t0
+    return _exit_code_of(info)

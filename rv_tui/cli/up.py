@@ -19,15 +19,13 @@ from collections.abc import Awaitable, Callable
 
 from rv_tui.allocator.race import Race, RaceEventKind, RaceResult
 from rv_tui.cli.common import cluster_from_args, err, load, print_json
-from rv_tui.cli.run import (
-    add_request_options, build_entries, build_request, event_printer, make_plan_for, print_plan,
-    race_summary,
-)
+from rv_tui.cli.run import add_request_options, build_request, event_printer, print_plan, race_summary
 from rv_tui.cluster.base import Cluster
 from rv_tui.config import Config
 from rv_tui.durations import parse_duration
 from rv_tui.errors import RvError
-from rv_tui.jobs.store import GroupStore, git_info, new_group_id
+from rv_tui.jobs.launch import job_context, prepare_launch
+from rv_tui.jobs.store import GroupStore, git_info
 from rv_tui.quoting import join
 
 #: Attach to a won allocation and return the shell's exit status.
@@ -53,13 +51,12 @@ async def up(args: argparse.Namespace, *, attach: Attach | None = None, store: G
     config = load(args)
     request = build_request(args, config, None)
     async with cluster_from_args(args) as cluster:
-        plan = await make_plan_for(cluster, request, args.max_strategies)
+        launch = await prepare_launch(cluster, config, request, None, name=args.name,
+                                      dry_run=args.dry_run, max_strategies=args.max_strategies)
         if args.dry_run:
-            print_plan(plan, args.json)
+            print_plan(launch.plan, args.json)
             return 0
-        group_id = new_group_id()
-        entries = build_entries(cluster, config, request, list(plan.strategies), group_id, "up")
-        return await up_race(cluster, config, entries, args, group_id, attach=attach, store=store)
+        return await up_race(cluster, config, launch.entries, args, launch.group_id, attach=attach, store=store)
 
 
 async def up_race(cluster: Cluster, config: Config | None, entries: list, args: argparse.Namespace, group_id: str,
@@ -121,10 +118,8 @@ def ssh_argv(config: Config | None, remote_command: str) -> list[str]:
 
 def attach_remote_command(cluster: Cluster, config: Config | None, job_id: str, result: RaceResult) -> str:
     """The remote shell command that opens an interactive shell inside the allocation."""
-    from rv_tui.cli.run import job_context
-    from rv_tui.jobs.templates import attach_command
-
     from rv_tui.allocator.model import Request
+    from rv_tui.jobs.templates import attach_command
 
     ctx = job_context(cluster, config, Request(command=None, name=args_name(result)), result.group_id)
     return join(attach_command(job_id, ctx))
