@@ -12,6 +12,7 @@ from rv_tui.allocator.plan import NoStrategyError, make_plan
 from rv_tui.cli.main import main as rv_main
 from rv_tui.cluster.ssh import SshCluster
 from rv_tui.config import load_config
+from rv_tui.durations import format_slurm
 
 pytestmark = pytest.mark.cluster
 
@@ -64,6 +65,62 @@ async def test_loaded_partition_moves_strategies_off_backfill(cluster, clean_que
     assert direct and all(s.est_wait_s >= win.wait_for(req.time_s) for s in direct)
     q = plan.snapshot.queues["gpu-a6000"]
     assert q.running_jobs >= 3 and q.pending_jobs >= 3 and q.pending_gpus >= 24
+
+
+@pytest.fixture
+def own_load(slurm_cluster):
+    """ClusterLoad without the fixture's teardown (which cancels every rvother job): other
+    sessions share the cluster, so this test cancels only its own ids and reservations."""
+    from tests.conftest import ClusterLoad
+
+    return ClusterLoad(slurm_conf=slurm_cluster.slurm_conf, other_user=slurm_cluster.other_user,
+                       user=slurm_cluster.user)
+
+
+async def test_reservation_leaves_short_window_time_min_and_checkpoint(cluster, own_load):
+    """An idle partition (a100_40: the type the other suites barely use) is backfill/instant; then
+    a maintenance reservation on all its nodes starting in 100 minutes leaves a genuine 100-minute
+    hole.  An 8-hour request must see that hole (ladder 1h fits, 2h not; refinement finds 1:30),
+    lose "starts now", and get --time-min and checkpoint strategies sized to the window."""
+    hole = 100 * 60
+    idle = await make_plan(cluster, Request(gpus=4, gpu_type="a100_40", time_s=2 * 3600,
+                                            command="python train.py", account=cluster.user))
+    idle_kinds = {s.kind for s in idle.strategies}
+    if idle_kinds != {StrategyKind.BACKFILL}:  # someone else is using a100_40 right now
+        busy = [(w.partition, w.shape.label, w.waits) for w in idle.windows]
+        pytest.fail(f"a100_40 not idle before the reservation: {busy}")
+    assert all(s.est_wait_s <= 300 for s in idle.strategies)
+
+    name = own_load.reserve("gpu-a100-40", starts_in=hole, duration="1:00:00")
+    try:
+        req = Request(gpus=4, gpu_type="a100_40", time_s=8 * 3600, command="python train.py",
+                      account=cluster.user)
+        plan = await make_plan(cluster, req)
+    finally:
+        own_load.release(name)
+    assert name not in own_load.reservations()
+    wins = [w for w in plan.windows if w.gpu_type == "a100_40"]
+    assert {w.shape.label for w in wins} == {"1x4", "2x2"}
+    for w in wins:
+        # resolution: refinement splits (1h, 2h) into 15-minute steps -> 1:30 of the 1:40 hole
+        assert hole - 900 <= w.window_s < hole, w.to_json()
+        assert w.wait_for(req.time_s) >= hole, w.to_json()  # 8h waits until after the reservation
+    by_kind: dict[StrategyKind, list] = {}
+    for s in plan.strategies:
+        by_kind.setdefault(s.kind, []).append(s)
+    assert StrategyKind.BACKFILL not in by_kind, [s.id for s in plan.strategies]
+    win_of = {w.shape.label: w.window_s for w in wins}
+    timemin = by_kind.get(StrategyKind.TIMEMIN, [])
+    ckpt = by_kind.get(StrategyKind.CHECKPOINT, [])
+    assert timemin and ckpt, [s.id for s in plan.strategies]
+    for s in timemin:
+        assert s.walltime_s == req.time_s and s.time_min_s == win_of[s.topology]
+        assert f"--time-min={format_slurm(win_of[s.topology])}" in s.sbatch_options
+        assert s.est_wait_s <= 300
+    for s in ckpt:
+        assert s.walltime_s == win_of[s.topology] and s.total_time_s == req.time_s
+        assert s.est_wait_s <= 300
+    assert all(s.est_wait_s >= hole for s in by_kind.get(StrategyKind.DIRECT, []))
 
 
 async def test_unsatisfiable_request_lists_every_type(cluster):
