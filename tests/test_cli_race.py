@@ -21,7 +21,37 @@ def rv(capsys, *argv: str) -> tuple[int, str, str]:
 @pytest.fixture
 def demo_home(tmp_path, monkeypatch):
     monkeypatch.setenv("RV_HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)  # not a project: rv run must not sync the checkout the tests run in
     return tmp_path / "home"
+
+
+@pytest.fixture
+def outside_project(tmp_path, monkeypatch):
+    work = tmp_path / "not-a-project"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    return work
+
+
+@pytest.fixture
+def own_jobs(rv_home):
+    """Cancel only the jobs this test's groups submitted (other sessions share the cluster)."""
+    yield
+    import asyncio
+
+    ids = [j["job_id"] for p in (rv_home / "groups").glob("*.json")
+           for j in json.loads(p.read_text())["jobs"] if j.get("job_id")]
+    if ids:
+        async def cancel() -> None:
+            from rv_tui.cluster import open_cluster
+            from rv_tui.config import load_config
+
+            c = await open_cluster(load_config())
+            try:
+                await c.cancel(ids)
+            finally:
+                await c.close()
+        asyncio.run(cancel())
 
 
 def test_split_command_and_misplaced_flags():
@@ -71,7 +101,7 @@ def test_exec_on_demo(capsys, demo_home):
 
 
 @pytest.mark.cluster
-def test_run_follow_exit_code_and_stop(capsys, rv_home, clean_queue, slurm_cluster):
+def test_run_follow_exit_code_and_stop(capsys, rv_home, own_jobs, outside_project, slurm_cluster):
     """rv run -f exits with the job's own exit code; rv ps shows the group; rv stop of a finished
     group is not an error."""
     marker = f"{slurm_cluster.scratch}/cli-{uuid.uuid4().hex}"
@@ -79,7 +109,7 @@ def test_run_follow_exit_code_and_stop(capsys, rv_home, clean_queue, slurm_clust
                         f"echo $SLURM_JOB_ID >> {marker}; exit 7")
     assert code == 7, (out, err)
     res = json.loads(out)
-    assert res["outcome"] == "won" and res["exit_code"] == 7
+    assert res["outcome"] == "won" and res["exit_code"] == 7 and res["state"] == "FAILED"
     code, out, err = rv(capsys, "ps", "-a", "--json")
     assert code == 0, err
     groups = {g["group_id"]: g for g in json.loads(out)["groups"]}
