@@ -97,8 +97,9 @@ class LogEntry:
     """One log line as the log pane stores it (Textual-free, small)."""
 
     node: int | None
-    stream: str  # "out" | "err"
+    stream: str  # "out" | "err" | "rv" (rv's own status markers)
     text: str
+    progress: bool = False  # a progress-bar update: replaces the previous one of its source
 
 
 class LogBatch(Message):

@@ -208,7 +208,7 @@ async def _log_entries(cluster: Cluster, job_id: str, job: Any):
 
     async for ev in follow(cluster, job_id):
         if isinstance(ev, LogLine):
-            yield m.LogEntry(ev.node, ev.stream, ev.display)
+            yield m.LogEntry(ev.node, ev.stream, ev.display, ev.is_progress)
         elif isinstance(ev, JobStatus):
             why = reason_text(ev.reason) if ev.state == "PENDING" else ""
             yield m.LogEntry(None, "rv", f"── job {ev.job_id} {ev.state.lower()}"

@@ -77,7 +77,7 @@ class ConfigPane(Vertical):
         if self.doc is None:
             title.update(Text(f"{self.path}: {self.error}", style="bold red"))
             return
-        title.update(Text.assemble((str(self.path), "bold"),
+        title.update(Text.assemble((_display_path(self.path), "bold"),
                                    ("   enter edit · x unset · r reveal secrets", "dim")))
         row = table.cursor_row
         table.clear()
@@ -160,3 +160,16 @@ def _mask_secrets(text: str) -> str:
     import re
 
     return re.sub(r'(?m)^(\s*(?:ai_api_key|token)\s*=\s*)(["\']).*?\2', r"\1\2****\2", text)
+
+
+def _display_path(path: Path) -> str:
+    """``~/.rv/config.toml`` or ``$RV_HOME/config.toml`` rather than a long absolute path."""
+    import os
+
+    home = os.environ.get("RV_HOME")
+    if home and path.parent == Path(home).expanduser():
+        return f"$RV_HOME/{path.name}"
+    try:
+        return "~/" + str(path.relative_to(Path.home()))
+    except ValueError:
+        return str(path)

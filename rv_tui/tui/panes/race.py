@@ -7,6 +7,7 @@ Times shown come from the app clock so snapshot tests (frozen clock) are determi
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -133,7 +134,10 @@ class RacePane(Vertical):
                 lane.error, lane.ended_clock = event.message, now
         if kind in ("no_winner", "timeout"):
             self.outcome = kind.replace("_", " ")
-        self._add_event(kind, event.describe() if hasattr(event, "describe") else str(event))
+        text = event.describe() if hasattr(event, "describe") else str(event)
+        # the engine's own client-side "after 1.2s": the timeline already stamps each event
+        text = re.sub(r" after \d+(?:\.\d+)?s$", "", text)
+        self._add_event(kind, text)
         self.redraw()
 
     def refresh_from(self, state: AppState) -> None:

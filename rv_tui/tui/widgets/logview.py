@@ -71,7 +71,7 @@ class LogView(ScrollView, can_focus=True):
         return True
 
     def append(self, entries: Iterable[LogEntry]) -> None:
-        batch = list(entries)
+        batch = self._collapse(list(entries))
         if not batch:
             return
         self.total += len(batch)
@@ -90,6 +90,24 @@ class LogView(ScrollView, can_focus=True):
             self._scroll_to_end()
         else:
             self.pending += len(kept)
+
+    def _collapse(self, batch: list[LogEntry]) -> list[LogEntry]:
+        """A progress update replaces the previous progress line of the same node and stream."""
+        out: list[LogEntry] = []
+        for e in batch:
+            if e.progress:
+                prev = out[-1] if out else (self.entries[-1] if self.entries else None)
+                if prev is not None and prev.progress and (prev.node, prev.stream) == (e.node, e.stream):
+                    if out:
+                        out[-1] = e
+                    else:
+                        self.entries[-1] = e
+                        if self.rows and self.rows[-1] is prev:
+                            self.rows[-1] = e
+                            self.refresh()
+                    continue
+            out.append(e)
+        return out
 
     @property
     def _filtering(self) -> bool:
