@@ -3,7 +3,13 @@
 Without ``-f`` it submits, records the group and returns at once (the on-cluster claim makes
 sure exactly one strategy runs the command and the winner cancels its siblings, even with the
 laptop closed).  With ``-f`` it watches the race, follows the winner's logs and exits with the
-job's real exit code (a killed, cancelled or timed-out job is non-zero).
+job's real exit code (a killed, cancelled or timed-out job is non-zero), printing lines the way
+``rv logs`` does (``[nodeN]``/``[stderr]`` prefixes, progress bars collapsed).
+
+Before submitting, the shared launch assembly (:func:`rv_tui.jobs.launch.prepare_launch`, which
+the TUI calls too) syncs the project, installs dependencies and snapshots ``code/``; every sibling
+runs in that snapshot.  ``--dry-run`` prints the strategies and what the sync would send, and
+uploads and submits nothing; ``--no-sync`` runs the command as given in the remote home.
 
 rv options come before the command; ``--`` also ends them.  rv flags found after the command are
 passed to the command, with a warning.
