@@ -111,15 +111,6 @@ def print_json(obj: Any) -> None:
     print(json.dumps(to_jsonable(obj), indent=2, sort_keys=False, default=str))
 
 
-def mask(value: str | None, keep: int = 4) -> str:
-    """``abcd****`` for secrets: enough to recognise a value, never enough to use it."""
-    if not value:
-        return ""
-    if len(value) <= keep:
-        return "*" * len(value)
-    return value[:keep] + "*" * min(8, len(value) - keep)
-
-
 def err(message: str) -> None:
     print(message, file=sys.stderr)
 

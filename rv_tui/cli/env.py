@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from pathlib import Path
 
-from rv_tui.cluster import open_cluster
-from rv_tui.config import load_config
+from rv_tui.cli.common import cluster_from_args, print_json
 from rv_tui.errors import RvError
 from rv_tui.workspace.envstore import EnvStore, mask, validate_key
 
@@ -39,38 +36,28 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_import)
 
 
-async def _store(args: argparse.Namespace) -> EnvStore:
-    cluster = await open_cluster(load_config(), demo=args.demo, seed=args.seed, speed=args.speed)
-    if cluster.is_demo:
-        print("rv: using the built-in demo cluster (no cluster configured or --demo)", file=sys.stderr)
-    return EnvStore(cluster)
-
-
 def _emit(args: argparse.Namespace, payload: dict, text: str) -> None:
-    print(json.dumps(payload) if args.json else text)
+    if args.json:
+        print_json(payload)
+    else:
+        print(text)
 
 
 async def _set(args: argparse.Namespace) -> int:
     validate_key(args.key)
-    store = await _store(args)
-    try:
-        await store.set(args.key, args.value)
-    finally:
-        await store.cluster.close()
+    async with cluster_from_args(args) as cluster:
+        await EnvStore(cluster).set(args.key, args.value)
     shown = mask(args.value, key=args.key)
     _emit(args, {"set": args.key, "value": shown}, f"{args.key}={shown}")
     return 0
 
 
 async def _list(args: argparse.Namespace) -> int:
-    store = await _store(args)
-    try:
-        variables = await store.list()
-    finally:
-        await store.cluster.close()
+    async with cluster_from_args(args) as cluster:
+        variables = await EnvStore(cluster).list()
     shown = {k: (v if args.reveal else mask(v, key=k)) for k, v in variables.items()}
     if args.json:
-        print(json.dumps({"vars": shown}))
+        print_json({"vars": shown})
     elif not shown:
         print("no variables set (rv env set KEY VALUE, or rv env import .env)")
     else:
@@ -80,11 +67,8 @@ async def _list(args: argparse.Namespace) -> int:
 
 
 async def _rm(args: argparse.Namespace) -> int:
-    store = await _store(args)
-    try:
-        removed = await store.remove(args.key)
-    finally:
-        await store.cluster.close()
+    async with cluster_from_args(args) as cluster:
+        removed = await EnvStore(cluster).remove(args.key)
     _emit(args, {"removed": args.key, "existed": removed},
           f"removed {args.key}" if removed else f"{args.key} was not set")
     return 0
@@ -96,11 +80,8 @@ async def _import(args: argparse.Namespace) -> int:
         text = path.read_text()
     except OSError as exc:
         raise RvError(f"cannot read {path}: {exc.strerror}") from exc
-    store = await _store(args)
-    try:
-        keys = await store.import_dotenv(text, source=str(path))
-    finally:
-        await store.cluster.close()
+    async with cluster_from_args(args) as cluster:
+        keys = await EnvStore(cluster).import_dotenv(text, source=str(path))
     _emit(args, {"imported": keys}, f"imported {len(keys)} variable(s) from {path}: "
           + ", ".join(keys))
     return 0
