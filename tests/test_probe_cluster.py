@@ -123,6 +123,56 @@ async def test_reservation_leaves_short_window_time_min_and_checkpoint(cluster, 
     assert all(s.est_wait_s >= hole for s in by_kind.get(StrategyKind.DIRECT, []))
 
 
+def _wait_planned(load, ids: list[str], timeout: float = 20.0) -> None:
+    """Poll until the backfill scheduler has planned a start time for every pending id."""
+    deadline = time.monotonic() + timeout
+    while True:
+        out = load.slurm("squeue", "-h", "-j", ",".join(ids), "-o", "%i %T %S").stdout
+        rows = [line.split() for line in out.splitlines() if line.strip()]
+        if len(rows) == len(ids) and all(r[1] == "PENDING" and r[2] not in ("N/A", "0") for r in rows):
+            return
+        assert time.monotonic() < deadline, f"pending jobs never planned: {rows}"
+        time.sleep(0.3)
+
+
+async def test_pending_queue_window_is_read_from_backfill_plan(cluster, own_load):
+    """Slurm 22.05's --test-only puts a probe behind every pending job even when its resources
+    are free now.  Here 4 A100-40 GPUs are free for 1 h (rvother holds the rest for 1 h, and two
+    whole-node jobs are planned right after): the probe must report a window just under 1 h read
+    from the queue's planned starts, with time-min/checkpoint strategies of that size -- and a
+    real job of that walltime and shape must start at once (backfill agrees)."""
+    ids: list[str] = []
+    opts = ("--constraint=a100_40gb", "-c", "4")
+    try:
+        ids += own_load.fill("gpu-a100-40", "gpu:a100:4", 1, "1:00:00", *opts)
+        ids += own_load.fill("gpu-a100-40", "gpu:a100:8", 1, "1:00:00", *opts)
+        own_load.wait_state(ids, ("RUNNING",))
+        pending = own_load.fill("gpu-a100-40", "gpu:a100:8", 2, "3:00:00", *opts)
+        ids += pending
+        _wait_planned(own_load, pending)
+        req = Request(gpus=4, gpu_type="a100_40", time_s=8 * 3600, command="python train.py",
+                      account=cluster.user)
+        plan = await make_plan(cluster, req)
+        (win,) = [w for w in plan.windows if w.shape.label == "1x4"]
+        assert 3600 - 900 <= win.window_s < 3600, win.to_json()
+        assert win.window_s in win.from_queue, win.to_json()
+        assert plan.stats.round_trips <= 3 and plan.stats.queue_reads == 1
+        (two,) = [w for w in plan.windows if w.shape.label == "2x2"]
+        assert two.window_s == 0 and not two.from_queue  # 2x2 does not fit the free GPUs
+        kinds = {s.kind: s for s in plan.strategies if s.topology == "1x4"}
+        assert StrategyKind.BACKFILL not in kinds
+        assert kinds[StrategyKind.TIMEMIN].time_min_s == win.window_s
+        assert kinds[StrategyKind.CHECKPOINT].walltime_s == win.window_s
+        # the real scheduler grants that window: a job of that shape and walltime starts now
+        probe_job = own_load.fill("gpu-a100-40", "gpu:a100:4", 1, win.window_s, *opts,
+                                  f"--mem={kinds[StrategyKind.CHECKPOINT].mem}")
+        ids += probe_job
+        own_load.wait_state(probe_job, ("RUNNING",), timeout=20)
+    finally:
+        if ids:
+            own_load.slurm("scancel", *ids, check=False)
+
+
 async def test_unsatisfiable_request_lists_every_type(cluster):
     with pytest.raises(NoStrategyError) as ei:
         await make_plan(cluster, Request(gpus=9, single_node=True, account=cluster.user))

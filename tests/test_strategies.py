@@ -7,19 +7,22 @@ answers, so these tests need no cluster.
 from __future__ import annotations
 
 import argparse
-from datetime import datetime, timezone
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
 from rv_tui.allocator.model import Request, Strategy, StrategyKind
 from rv_tui.allocator.plan import NoStrategyError, make_plan, request_from_args
-from rv_tui.allocator.probe import ladder, plan_targets, refine
+from rv_tui.allocator.probe import (
+    ProbeTarget, _apply_queue_window, fits_now, ladder, plan_targets, queue_horizon, refine,
+)
 from rv_tui.allocator.rank import dominates, prune, rank, rank_and_prune
 from rv_tui.allocator.strategies import (
-    INSTANT_S, Shape, Window, default_mem, generate, shapes_for, static_exclusion,
+    INSTANT_S, Shape, Window, default_mem, generate, mem_to_mb, shapes_for, static_exclusion,
 )
-from rv_tui.cluster.base import ClusterSnapshot, ProbeResult
+from rv_tui.cluster.base import ClusterSnapshot, JobInfo, NodeState, ProbeResult
 from rv_tui.config import Config, DefaultsConfig
 from rv_tui.errors import RvError
 from rv_tui.gpus import GPU_SPECS
@@ -154,13 +157,24 @@ def test_longer_than_max_walltime_only_checkpoint():
     assert "interactive" in static_exclusion(req.with_(command=None), GPU_SPECS["a40"])
 
 
-def test_default_memory_matches_original_formula():
-    cases = {("a6000", 1): "46G", ("a6000", 4): "187G", ("a6000", 8): "225G",
-             ("a100_40", 1): "93G", ("a100_40", 8): "450G", ("a100_80", 1): "183G",
-             ("a100_80", 4): "732G", ("h200", 4): "1098G", ("v100", 1): "139G",
-             ("v100", 4): "337G", ("rtx3090", 2): "187G", ("mig", 1): "16G"}
+def test_default_memory_is_the_proportional_share_and_packs():
+    cases = {("a6000", 1): "30G", ("a6000", 4): "120G", ("a6000", 8): "240G",
+             ("a100_40", 1): "60G", ("a100_40", 8): "480G", ("a100_80", 1): "118G",
+             ("a100_80", 4): "472G", ("h200", 4): "708G", ("v100", 1): "90G",
+             ("v100", 4): "360G", ("rtx3090", 2): "120G", ("mig", 1): "16G"}
     for (t, g), mem in cases.items():
         assert default_mem(GPU_SPECS[t], g) == mem, (t, g)
+    for name, spec in GPU_SPECS.items():
+        if name == "mig":
+            continue
+        per_gpu = mem_to_mb(default_mem(spec, 1))
+        for g in range(1, spec.per_node + 1):
+            mb = mem_to_mb(default_mem(spec, g))
+            # never above the share (the original asked 1.5x), so the node's other GPUs stay usable
+            assert mb <= spec.node_memory_mb * g / spec.per_node, (name, g)
+            assert mb == max(per_gpu * g, 16 * 1024), (name, g)
+        # a full node fits Slurm's RealMemory (the test cluster accepts at most floor(MB/1024) G)
+        assert mem_to_mb(default_mem(spec, spec.per_node)) <= spec.node_memory_mb // 1024 * 1024
 
 
 def test_mem_too_big_excludes_type():
@@ -306,3 +320,78 @@ def test_request_validation():
     assert (r.gpu_type, r.gpus) == ("mig", 1)
     assert request_from_args(ns(type="3090")).gpu_type == "rtx3090"
     assert request_from_args(ns(type="a100-40", time="1-12:00:00")).time_s == 36 * 3600
+
+
+# --------------------------------------------------------------------------- queue-derived windows
+
+
+def _busy_snapshot() -> ClusterSnapshot:
+    """a100_40: udc-an34-1 has 4 GPUs free, udc-an34-2 is full; 2 jobs pending in gpu-a100-40."""
+    nodes = []
+    for n in SNAP.nodes:
+        if n.name == "udc-an34-1":
+            n = replace(n, gpus_used=4, cpus_alloc=16)
+        elif n.name == "udc-an34-2":
+            n = replace(n, gpus_used=8, cpus_alloc=32)
+        nodes.append(n)
+    from rv_tui.cluster.base import PartitionQueue
+    return ClusterSnapshot(taken_at=NOW, nodes=tuple(nodes),
+                           queues={"gpu-a100-40": PartitionQueue("gpu-a100-40", 2, 2, 16)})
+
+
+def _pending(jid: str, part: str, gres: str, start_in: float | None) -> JobInfo:
+    start = None if start_in is None else NOW + timedelta(seconds=start_in)
+    return JobInfo(jid, "x", "rvother", "PENDING", part, gres=gres, start_time=start)
+
+
+def test_queue_horizon_is_the_earliest_planned_start_that_can_use_the_nodes():
+    snap = _busy_snapshot()
+    t1 = ProbeTarget("a100_40", "gpu-a100-40", Shape(1, 4), ("gpu",))
+    t2 = ProbeTarget("a100_40", "gpu-a100-40", Shape(2, 2), ("gpu",))
+    req = Request(gpus=4, gpu_type="a100_40", time_s=8 * 3600, command="x")
+    assert fits_now(req, t1, snap) and not fits_now(req, t2, snap)
+    jobs = [_pending("1", "gpu-a100-40", "gpu:a100:8", 3600),
+            _pending("2", "gpu-a6000", "gpu:a6000:8", 60),       # other partition's nodes
+            _pending("3", "gpu", "gres:gpu:a6000:8", 120),       # shared partition, other type
+            _pending("4", "gpu-a100-40", "gpu:a100:8", None),    # not planned by backfill
+            JobInfo("5", "x", "rvother", "RUNNING", "gpu-a100-40", start_time=NOW)]
+    assert queue_horizon(t1, snap, jobs, NOW) == 3600
+    jobs.append(_pending("6", "gpu,gpu-a40", "gpu:8", 2400))     # untyped GRES on a shared partition
+    assert queue_horizon(t1, snap, jobs, NOW) == 2400
+    assert queue_horizon(t1, snap, jobs[1:4], NOW) is None
+
+
+def test_queue_window_marks_walltimes_up_to_the_horizon():
+    req = Request(gpus=4, gpu_type="a100_40", time_s=8 * 3600, command="x")
+    t = ProbeTarget("a100_40", "gpu-a100-40", Shape(1, 4))
+    late = 3 * 3600.0
+    waits: dict[int, float | None] = {w: late for w in ladder(req, "a100_40")}
+    changed = _apply_queue_window(req, t, waits, 3600)
+    assert changed == (1800, 3300) and waits[3300] == 0.0 and waits[3600] == late
+    w = Window("a100_40", "gpu-a100-40", Shape(1, 4), waits, {}, (), changed)
+    assert w.window_s == 3300
+    strategies = generate(req, [w])
+    kinds = {s.kind: s for s in strategies}
+    assert kinds[StrategyKind.TIMEMIN].time_min_s == 3300
+    assert kinds[StrategyKind.CHECKPOINT].walltime_s == 3300
+    # too close, or not longer than what --test-only already found: unchanged
+    assert _apply_queue_window(req, t, {1800: late}, 500) == ()
+    assert _apply_queue_window(req, t, {1800: 0.0, 3600: late}, 1900) == ()
+    # a horizon beyond the request: the whole request starts now
+    waits = {w: late for w in ladder(req, "a100_40")}
+    _apply_queue_window(req, t, waits, 9 * 3600)
+    assert waits[req.time_s] == 0.0
+
+
+def test_sharing_note_once_per_type_in_render_plan():
+    from rv_tui.allocator.plan import AllocationPlan
+    from rv_tui.cli.plan_view import render_plan
+
+    req = Request(gpus=4, gpu_type="a6000", time_s=3600, command="x")
+    ws = windows(req)
+    strategies = generate(req, ws)
+    assert len(strategies) >= 2 and all(
+        not any("reachable" in n for n in s.notes) for s in strategies)
+    text = render_plan(AllocationPlan(req, SNAP, ws, strategies))
+    assert text.count("also reachable via") == 1, text
+    assert "a6000: also reachable via gpu (same nodes as gpu-a6000)" in text

@@ -6,12 +6,23 @@ constraint, account) at a ladder of walltimes, then a refinement between the lon
 starts now and the shortest that does not ("the cliff").  Each round is one
 :meth:`Cluster.test_only` call, so a whole probe is at most two round trips after the snapshot.
 
+``--test-only`` is not the backfill scheduler: on Slurm 22.05 it places a probe behind every
+pending job even when the probe's resources are free now and the job would end before any of
+them is planned to start (observed on the local cluster: a 20-minute 4-GPU probe answered "in 3 h"
+while the same job, submitted, started at once).  So when a shape fits the free resources now but
+the probe says "later" and other jobs are pending on those nodes, the window is read from the
+queue instead: the earliest start the backfill scheduler has planned for a pending job that could
+use those nodes (``squeue`` start estimates, fetched alongside round 2), less a margin.  Such
+walltimes are listed in ``Window.from_queue``.
+
 Partitions that reach exactly the same nodes of a type (the shared ``gpu`` partition on a small
 cluster) are probed once; the duplicates are listed on the window instead of doubling the probes.
 """
 
 from __future__ import annotations
 
+import asyncio
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,9 +30,10 @@ from datetime import datetime, timedelta
 
 from rv_tui.allocator.model import Request
 from rv_tui.allocator.strategies import (
-    INSTANT_S, MIN_WINDOW_S, Shape, Window, cpus_for, default_mem, shapes_for, static_exclusion,
+    INSTANT_S, MIN_WINDOW_S, Shape, Window, cpus_for, default_mem, mem_to_mb, shapes_for,
+    static_exclusion,
 )
-from rv_tui.cluster.base import Cluster, ClusterSnapshot, NodeState, ProbeSpec
+from rv_tui.cluster.base import Cluster, ClusterSnapshot, JobInfo, NodeState, ProbeSpec
 from rv_tui.durations import format_slurm
 from rv_tui.gpus import GPU_SPECS
 
@@ -29,6 +41,11 @@ from rv_tui.gpus import GPU_SPECS
 LADDER_S: tuple[int, ...] = (1800, 3600, 7200, 10740, 14400, 21600, 43200, 86400, 172800, 259200)
 #: Round-2 points between the cliff's ends.
 REFINE_POINTS = 3
+#: A queue-derived window ends this long before the earliest planned start it must not delay.
+QUEUE_MARGIN_S = 120
+#: Queue-derived windows shorter than this are not recorded.
+QUEUE_MIN_WINDOW_S = 600
+_GRES_TYPE = re.compile(r"gpu[:/]([A-Za-z][\w.-]*)[:=]\d")
 
 
 @dataclass(frozen=True)
@@ -45,12 +62,13 @@ class ProbeTarget:
 @dataclass
 class ProbeStats:
     probes: int = 0
-    round_trips: int = 0
+    round_trips: int = 0  # sequential rounds of latency (a queue read beside round 2 adds none)
     seconds: float = 0.0
+    queue_reads: int = 0  # squeue reads for queue-derived windows
 
     def to_json(self) -> dict:
         return {"probes": self.probes, "round_trips": self.round_trips,
-                "seconds": round(self.seconds, 3)}
+                "seconds": round(self.seconds, 3), "queue_reads": self.queue_reads}
 
 
 @dataclass
@@ -185,16 +203,102 @@ async def probe(cluster: Cluster, request: Request, snapshot: ClusterSnapshot) -
     await run_round([(t, w) for t in targets for w in ladder(request, t.gpu_type)])
     windows = [_window(t, waits, errors) for t in targets]
     round2 = [(t, w) for t, win in zip(targets, windows) for w in refine(win, request)]
-    if round2:
-        await run_round(round2)
-        windows = [_window(t, waits, errors) for t in targets]
+    suspects = [t for t, win in zip(targets, windows) if _queue_suspect(request, t, win, snapshot)]
+    jobs: list[JobInfo] = []
+    if round2 or suspects:
+        reads = [run_round(round2)]
+        if suspects:
+            reads.append(cluster.jobs(all_users=True))
+        got = await asyncio.gather(*reads)
+        if suspects:
+            jobs = got[1]
+            stats.queue_reads += 1
+            if not round2:
+                stats.round_trips += 1
+    from_queue: dict[tuple, tuple[int, ...]] = {}
+    if suspects:
+        now = snapshot.taken_at + timedelta(seconds=time.monotonic() - t0)
+        for t in suspects:
+            from_queue[t.key()] = _apply_queue_window(request, t, waits[t.key()],
+                                                      queue_horizon(t, snapshot, jobs, now))
+    windows = [_window(t, waits, errors, from_queue.get(t.key(), ())) for t in targets]
     stats.seconds = time.monotonic() - t0
     return ProbeOutcome(windows=windows, excluded=excluded, stats=stats)
 
 
-def _window(t: ProbeTarget, waits: dict, errors: dict) -> Window:
+def _window(t: ProbeTarget, waits: dict, errors: dict, from_queue: tuple[int, ...] = ()) -> Window:
     return Window(t.gpu_type, t.partition, t.shape, dict(waits[t.key()]), dict(errors[t.key()]),
-                  t.sharing)
+                  t.sharing, from_queue)
+
+
+def _target_nodes(t: ProbeTarget, snapshot: ClusterSnapshot) -> list[NodeState]:
+    return [n for n in snapshot.nodes
+            if n.gpu_type == t.gpu_type and n.usable and t.partition in n.partitions]
+
+
+def fits_now(request: Request, t: ProbeTarget, snapshot: ClusterSnapshot) -> bool:
+    """Whether the shape fits the free GPUs, CPUs and memory of the target's nodes right now."""
+    spec = GPU_SPECS[t.gpu_type]
+    g = t.shape.gpus_per_node
+    cpus = cpus_for(request, spec, g)
+    mem_mb = mem_to_mb(request.mem or default_mem(spec, g))
+    room = [n for n in _target_nodes(t, snapshot) if n.gpus_free >= g
+            and (not n.cpus_total or n.cpus_total - n.cpus_alloc >= cpus)
+            and (not n.memory_mb or n.memory_mb - n.memory_alloc_mb >= mem_mb)]
+    return len(room) >= t.shape.nodes
+
+
+def _queue_suspect(request: Request, t: ProbeTarget, win: Window,
+                   snapshot: ClusterSnapshot) -> bool:
+    """--test-only said "later" although the shape fits now and jobs are pending there."""
+    if t.gpu_type in ("mig", "rtx3090"):
+        return False
+    top = min(request.time_s, GPU_SPECS[t.gpu_type].max_walltime_s)
+    if win.window_s >= top or not fits_now(request, t, snapshot):
+        return False
+    parts = {p for n in _target_nodes(t, snapshot) for p in n.partitions}
+    return any(q.pending_jobs for p, q in snapshot.queues.items() if p in parts)
+
+
+def queue_horizon(t: ProbeTarget, snapshot: ClusterSnapshot, jobs: Sequence[JobInfo],
+                  now: datetime) -> float | None:
+    """Seconds until the earliest planned start of a pending job that may use the target's nodes
+    (a partition in common, and no GPU type or the same one); None when none is planned.
+
+    Backfill starts a lower-priority job now only if it ends before that start, so this is the
+    window the real scheduler would grant (pending jobs without an estimate are not protected by
+    backfill either)."""
+    parts = {p for n in _target_nodes(t, snapshot) for p in n.partitions}
+    gres_type = GPU_SPECS[t.gpu_type].gres_type
+    starts = []
+    for j in jobs:
+        if j.state != "PENDING" or j.start_time is None:
+            continue
+        if not parts & {p.strip() for p in j.partition.split(",")}:
+            continue
+        m = _GRES_TYPE.search(j.gres or "")
+        if m and m.group(1) != gres_type:
+            continue
+        starts.append((j.start_time - now).total_seconds())
+    return min(starts) if starts else None
+
+
+def _apply_queue_window(request: Request, t: ProbeTarget, waits: dict[int, float | None],
+                        horizon: float | None) -> tuple[int, ...]:
+    """Mark walltimes up to the queue horizon as "starts now"; returns the walltimes changed."""
+    if horizon is None:
+        return ()
+    top = min(request.time_s, GPU_SPECS[t.gpu_type].max_walltime_s)
+    h = min(int(horizon - QUEUE_MARGIN_S) // 300 * 300, top)
+    current = max((w for w, v in waits.items() if v is not None and v <= INSTANT_S), default=0)
+    if h < QUEUE_MIN_WINDOW_S or h <= current:
+        return ()
+    changed = [w for w, v in waits.items() if w <= h and v is not None and v > INSTANT_S]
+    if h not in waits or waits[h] is not None:
+        changed.append(h)
+    for w in changed:
+        waits[w] = 0.0
+    return tuple(sorted(set(changed)))
 
 
 def _seconds_until(start: datetime, now: datetime) -> float:
@@ -209,4 +313,6 @@ def describe_window(w: Window) -> str:
         return f"{head}: refused ({err})"
     if w.window_s == 0:
         return f"{head}: no window now"
-    return f"{head}: window {format_slurm(w.window_s)}"
+    src = (" (from the queue's planned starts; --test-only ignores backfill here)"
+           if w.window_s in w.from_queue else "")
+    return f"{head}: window {format_slurm(w.window_s)}{src}"

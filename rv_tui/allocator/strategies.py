@@ -37,6 +37,10 @@ CHECKPOINT_BUFFER_S = 600
 MIN_WINDOW_S = 1800
 #: Fixed memory for a MIG slice (original's MIG fix).
 MIG_MEM = "16G"
+#: Fraction of a node's memory left out of the default --mem (OS, Slurm's MemSpecLimit).
+MEM_HEADROOM = 0.03
+#: Smallest default --mem (GiB).
+MIN_DEFAULT_MEM_GB = 16
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,9 @@ class Window:
     waits: dict[int, float | None] = field(default_factory=dict)
     errors: dict[int, str] = field(default_factory=dict)
     partitions_sharing: tuple[str, ...] = ()  # other partitions over the same nodes (not probed)
+    #: walltimes whose "starts now" comes from the queue's planned starts, not --test-only
+    #: (see :func:`rv_tui.allocator.probe.queue_horizon`)
+    from_queue: tuple[int, ...] = ()
 
     @property
     def window_s(self) -> int:
@@ -96,6 +103,7 @@ class Window:
             "waits": {str(k): v for k, v in sorted(self.waits.items())},
             "errors": {str(k): v for k, v in sorted(self.errors.items())},
             "partitions_sharing": list(self.partitions_sharing),
+            "from_queue": list(self.from_queue),
         }
 
 
@@ -161,12 +169,17 @@ def mem_to_mb(mem: str) -> int:
 
 
 def default_mem(spec: GpuSpec, gpus_per_node: int) -> str:
-    """Memory per node proportional to the GPUs taken (original section 2.7 formula)."""
+    """Memory per node: the GPUs' proportional share of the node, never more.
+
+    The original asked 1.5x the share (section 2.7), e.g. 732G for 4 of 8 A100-80 GPUs, which
+    left the node's other GPUs unusable for anyone asking their own share and made probes report
+    waits while GPUs were free.  The share is per GPU (whole GiB, floor) of the node's memory less
+    :data:`MEM_HEADROOM` (what the OS keeps on real nodes), so k jobs of the default always pack
+    and 8/8 GPUs fits the node; 16G floor."""
     if spec.name == "mig":
         return MIG_MEM
-    node_gb = spec.node_memory_mb // 1024
-    prop = node_gb * gpus_per_node // spec.per_node
-    return f"{max(min(int(1.5 * prop), int(0.9 * node_gb)), 16)}G"
+    per_gpu_gb = int(spec.node_memory_mb * (1 - MEM_HEADROOM)) // spec.per_node // 1024
+    return f"{max(per_gpu_gb * gpus_per_node, MIN_DEFAULT_MEM_GB)}G"
 
 
 def cpus_for(request: Request, spec: GpuSpec, gpus_per_node: int) -> int:
@@ -258,8 +271,6 @@ def _for_window(request: Request, w: Window, wait_of) -> list[Strategy]:
 
     def make(kind: StrategyKind, walltime: int, time_min: int | None, wait: float, su: float,
              label: str, notes: tuple[str, ...] = ()) -> Strategy:
-        sharing = (f"also reachable via {', '.join(w.partitions_sharing)} (same nodes)",) \
-            if w.partitions_sharing else ()
         multi = ((f"{shape.nodes} nodes: one task per node; the program must be distributed"
                   + ("" if spec.infiniband else " (no InfiniBand)")),) if shape.nodes > 1 else ()
         return Strategy(
@@ -270,7 +281,7 @@ def _for_window(request: Request, w: Window, wait_of) -> list[Strategy]:
             cpus_per_task=cpus, constraint=spec.constraint, total_time_s=total,
             sbatch_options=sbatch_options(spec, w.partition, shape, walltime, time_min, mem, cpus,
                                           request.account, request.exclude_nodes),
-            notes=notes + multi + sharing,
+            notes=notes + multi,
         )
 
     if spec.name in ("mig", "rtx3090"):

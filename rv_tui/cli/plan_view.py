@@ -31,6 +31,18 @@ def render_availability(plan: AllocationPlan) -> str:
     return table(["type", "partition", "free/total", "best node", "pending"], rows, {2, 3, 4})
 
 
+def sharing_notes(plan: AllocationPlan) -> list[tuple[str, str]]:
+    """One ``(type, "also reachable via gpu (same nodes)")`` per type with strategies, instead of
+    repeating it on every strategy of that type."""
+    shown = {s.gpu_type for s in plan.strategies}
+    seen: dict[str, set[str]] = {}
+    for w in plan.windows:
+        if w.gpu_type in shown and w.partitions_sharing:
+            seen.setdefault(w.gpu_type, set()).update(
+                f"{p} (same nodes as {w.partition})" for p in w.partitions_sharing)
+    return [(t, f"also reachable via {', '.join(sorted(v))}") for t, v in seen.items()]
+
+
 def render_plan(plan: AllocationPlan) -> str:
     """Probe summary, windows, the ranked strategy table, pruned and excluded lists."""
     r = plan.request
@@ -60,8 +72,10 @@ def render_plan(plan: AllocationPlan) -> str:
     out.append(table(["#", "id", "partition", "nodes", "kind", "walltime", "time-min", "wait",
                       "SU", "label"], rows, {0, 7, 8}))
     notes = [(s.id, n) for s in plan.strategies for n in s.notes]
-    if notes:
-        out += ["", "notes:"] + [f"  {sid}: {n}" for sid, n in notes]
+    sharing = sharing_notes(plan)
+    if notes or sharing:
+        out += ["", "notes:"] + [f"  {t}: {n}" for t, n in sharing] \
+            + [f"  {sid}: {n}" for sid, n in notes]
     if plan.pruned:
         out += ["", "pruned:"] + [f"  {p.strategy.id}: {p.reason}" for p in plan.pruned]
     if plan.excluded:
