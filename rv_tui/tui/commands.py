@@ -33,8 +33,8 @@ def _commands(app) -> list[tuple[str, str, object]]:
          partial(app.run_pane_action, "env", "import")),
         ("Config: reload from disk", "re-read config.toml",
          partial(app.run_pane_action, "config", "reload")),
-        ("Toggle dark/light theme", "switch between textual-dark and textual-light",
-         app.action_toggle_theme),
+        ("Change theme", "pick a Textual theme (rv follows it; light and dark both readable)",
+         app.action_change_theme),
     ]
     return out
 

@@ -102,3 +102,20 @@ async def test_failed_polls_keep_data_and_show_reconnecting(home: Path) -> None:
         await pilot.pause()
         assert app.query_one("#reconnect-banner").display
         assert app.query_one("#cluster-table").row_count == rows  # last data kept
+
+
+async def test_command_palette_lists_our_commands(home: Path) -> None:
+    from rv_tui.tui.commands import RvCommands, _commands
+
+    app, _cluster = make_app(home, speed=0)
+    async with app.run_test(size=(160, 48)) as pilot:
+        names = [name for name, _help, _cb in _commands(app)]
+        assert "Env: add variable" in names and "Go to Logs" in names
+        assert RvCommands in app.COMMANDS
+        await pilot.press("ctrl+p")
+        await pilot.pause()
+        await pilot.press(*"go to logs")
+        await pilot.pause(0.5)
+        await pilot.press("enter")
+        await pilot.pause(0.3)
+        assert app.query_one("#tabs").active == "logs"
