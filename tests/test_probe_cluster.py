@@ -46,8 +46,8 @@ async def test_loaded_partition_moves_strategies_off_backfill(cluster, clean_que
     strategies whose wait comes from Slurm's estimate (hours), not a constant.
 
     Observed on Slurm 22.05: --test-only places the probe after the pending whole-node jobs even
-    for 20-minute walltimes, so no short window is reported here; the time-min/checkpoint
-    generation for a shorter window is covered by tests/test_strategies.py.
+    for 20-minute walltimes; the probe now reads that short window from the queue's planned
+    starts instead (test_pending_queue_window_is_read_from_backfill_plan checks it on a100_40).
     """
     first = cluster_load.fill("gpu-a6000", "gpu:a6000:4", count=1, duration="1:00:00")
     first += cluster_load.fill("gpu-a6000", "gpu:a6000:8", count=2, duration="1:00:00")
