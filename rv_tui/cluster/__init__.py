@@ -16,7 +16,8 @@ async def open_cluster(config: "Config | None", *, demo: bool = False, seed: int
     if demo or config is None or config.connection is None:
         from rv_tui.cluster.demo import DemoCluster
 
-        return DemoCluster(seed=seed, speed=speed)
+        # persisted: consecutive `rv --demo` commands see the same simulated cluster
+        return DemoCluster(seed=seed, speed=speed, persist=True)
     from rv_tui.cluster.ssh import SshCluster
 
     cluster = SshCluster.from_config(config)

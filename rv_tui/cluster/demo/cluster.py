@@ -17,6 +17,7 @@ from rv_tui.cluster.base import (
     SubmitResult,
 )
 
+from . import persist as persist_mod
 from .clock import DEFAULT_SPEED, SEEDED_START, SimClock, to_datetime
 from .fs import MiniShell
 from .sim import Simulation
@@ -32,6 +33,11 @@ STREAM_POLL_S = 0.1
 class DemoCluster:
     """The built-in simulated cluster.
 
+    ``persist=True`` (what :func:`rv_tui.cluster.open_cluster` passes for the CLI and TUI) saves
+    the simulation on :meth:`close` under ``rv_home()/demo/`` and resumes it at construction, so
+    consecutive ``rv --demo`` commands see one cluster (see :mod:`.persist`); a path persists in that
+    directory instead.  It is off by default and always off with ``speed=0``.
+
     ``DemoCluster(seed=1, speed=0)`` is frozen: only :meth:`advance` moves time, so tests and
     snapshots are exact.  ``speed`` is simulated seconds per real second (default 30).  A seed
     makes the background workload and job output repeat exactly; seeded runs start at
@@ -42,20 +48,47 @@ class DemoCluster:
     is_demo = True
 
     def __init__(self, seed: int | None = None, speed: float | None = None, *,
-                 user: str = DEMO_USER, background: bool = True, warm_hours: float = 3.0) -> None:
+                 user: str = DEMO_USER, background: bool = True, warm_hours: float = 3.0,
+                 persist: bool | str | os.PathLike[str] = False) -> None:
         self.user = user
         self.scratch = f"/scratch/{user}"
         self.home = f"/home/{user}"
-        self.seed = seed if seed is not None else int.from_bytes(os.urandom(4), "big")
-        start = SEEDED_START if seed is not None else datetime.now(SEEDED_START.tzinfo).replace(microsecond=0)
         self.speed = DEFAULT_SPEED if speed is None else float(speed)
-        self.sim = Simulation(seed=self.seed, start=start.timestamp(), user=user,
-                              scratch=self.scratch, background=background,
-                              warm_s=warm_hours * 3600.0)
-        self.clock = SimClock(start.timestamp(), self.speed)
+        self.background = background
+        # A frozen clock (speed=0) is for tests and snapshots: never read or write saved state.
+        self.state_path = persist_mod.state_path(persist) if self.speed > 0 else None
+        #: (simulated seconds replayed, simulated seconds jumped over) when resumed from saved state
+        self.resumed: tuple[float, float] | None = None
+        loaded = (persist_mod.load(self.state_path, seed=seed, user=user, background=background)
+                  if self.state_path is not None else None)
+        if loaded is not None:
+            self.seed = loaded.seed
+            self.sim = loaded.sim
+            self.resumed = persist_mod.catch_up(loaded)
+            start_t = self.sim.t
+        else:
+            self.seed = seed if seed is not None else int.from_bytes(os.urandom(4), "big")
+            start = (SEEDED_START if seed is not None
+                     else datetime.now(SEEDED_START.tzinfo).replace(microsecond=0))
+            start_t = start.timestamp()
+            self.sim = Simulation(seed=self.seed, start=start_t, user=user,
+                                  scratch=self.scratch, background=background,
+                                  warm_s=warm_hours * 3600.0)
+        self.clock = SimClock(start_t, self.speed)
         self.shell = MiniShell(self.sim.fs, user, self.home)
         self._snap: tuple[int, ClusterSnapshot] | None = None
         self._closed = False
+
+    def save(self) -> None:
+        """Save the simulation for the next ``rv --demo`` command (no-op unless persisting)."""
+        if self.state_path is None:
+            return
+        self._sync()
+        try:
+            persist_mod.save(self.state_path, self.sim, seed=self.seed, user=self.user,
+                             background=self.background, speed=self.speed)
+        except Exception as exc:  # noqa: BLE001 - a full disk must not fail the user's command
+            persist_mod.notice(f"could not save the simulation to {self.state_path} ({exc})")
 
     # ------------------------------------------------------------------ time
 
@@ -169,6 +202,7 @@ class DemoCluster:
 
     async def close(self) -> None:
         self._closed = True
+        self.save()
 
     def __repr__(self) -> str:
         return f"DemoCluster(seed={self.seed}, speed={self.speed}, t={to_datetime(self.sim.t)})"

@@ -14,7 +14,7 @@ import heapq
 import math
 import random
 import shlex
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 #: The checkpoint template's safety margin before the time limit (SIGUSR1 is sent then).
@@ -221,6 +221,54 @@ def _checkpoint_program(ctx: JobContext, rng: random.Random, pre: list[Emit]) ->
                  f"[rv] RV_TOTAL_ELAPSED={int(new_total)} < {int(total)}; resubmitting")]
     return Program(run_s, 0, _chain(head, _training(ctx, rng, timeout, fail_at=timeout), tail),
                    resubmit_total=new_total)
+
+
+class ReplayLines:
+    """A program's line stream that survives pickling (the demo's state is saved between commands).
+
+    Generators cannot be pickled, but programs are deterministic: the stream is rebuilt from its
+    *recipe* (a picklable callable, e.g. a :func:`functools.partial` of a module-level function)
+    and the lines already consumed are skipped.
+    """
+
+    def __init__(self, recipe: Callable[[], Iterator[Emit]], live: Iterator[Emit] | None = None) -> None:
+        self.recipe = recipe
+        self.consumed = 0
+        self._live = live
+
+    def __iter__(self) -> "ReplayLines":
+        return self
+
+    def __next__(self) -> Emit:
+        if self._live is None:
+            self._live = self.recipe()
+            for _ in range(self.consumed):
+                next(self._live)
+        item = next(self._live)
+        self.consumed += 1
+        return item
+
+    def __getstate__(self) -> dict:
+        return {"recipe": self.recipe, "consumed": self.consumed}
+
+    def __setstate__(self, state: dict) -> None:
+        self.recipe, self.consumed, self._live = state["recipe"], state["consumed"], None
+
+
+def program_lines(ctx: JobContext, rng_key: str, first: Emit | None = None) -> Iterator[Emit]:
+    """The lines of ``make_program(ctx, Random(rng_key))``, with *first* in front (a recipe)."""
+    lines = make_program(ctx, random.Random(rng_key)).lines
+    return _prepend(first, lines) if first is not None else lines
+
+
+def fixed_lines(lines: tuple[Emit, ...]) -> Iterator[Emit]:
+    """A recipe for a constant stream."""
+    return iter(lines)
+
+
+def _prepend(first: Emit, rest: Iterator[Emit]) -> Iterator[Emit]:
+    yield first
+    yield from rest
 
 
 def _chain(*parts) -> Iterator[Emit]:

@@ -30,6 +30,7 @@ import re
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 
 from rv_tui.cluster.base import (
     ClusterSnapshot, JobInfo, JobSubmission, NodeState, PartitionQueue, ProbeResult, ProbeSpec,
@@ -41,7 +42,7 @@ from rv_tui.paths import RemotePaths
 from .clock import to_datetime
 from .fs import MemFS
 from .layout import CPU_POOL, PARTITION_MAXTIME, SimNode, build_nodes, partitions
-from .output import Emit, JobContext, Program, make_program
+from .output import Emit, JobContext, Program, ReplayLines, fixed_lines, make_program, program_lines
 from .workload import POOL_LOAD, Workload
 
 FIRST_JOB_ID = 1000001
@@ -396,8 +397,8 @@ class Simulation:
         gid = sub.group_id
         if gid is not None and self.groups.get(gid, job.chain_root) != job.chain_root:
             winner = self.groups[gid]
-            job.program = Program(LOST_CLAIM_RUN_S, 0, iter([
-                Emit(0.1, "out", None, f"[rv] race group already won by job {winner}; exiting")]))
+            job.program = Program(LOST_CLAIM_RUN_S, 0, ReplayLines(partial(fixed_lines, (
+                Emit(0.1, "out", None, f"[rv] race group already won by job {winner}; exiting"),))))
         else:
             if gid is not None and gid not in self.groups:
                 self.groups[gid] = job.chain_root
@@ -410,11 +411,13 @@ class Simulation:
                              gpus_per_node=job.gpus_per_node, limit_s=job.limit_eff,
                              checkpoint_total_s=sub.checkpoint_total_s,
                              total_elapsed_s=job.total_elapsed)
-            job.program = make_program(ctx, random.Random(f"{self.seed}/job/{job.id}"))
+            key = f"{self.seed}/job/{job.id}"
+            job.program = make_program(ctx, random.Random(key))
+            claim = None
             if gid is not None and self.groups[gid] == job.chain_root and job.chain_root == job.id:
-                job.program.lines = _prepend(Emit(0.25, "out", None,
-                                                  f"[rv] race group {gid}: claimed by job {job.id}"),
-                                             job.program.lines)
+                claim = Emit(0.25, "out", None, f"[rv] race group {gid}: claimed by job {job.id}")
+            # replayable, so a saved demo state can be pickled mid-job
+            job.program.lines = ReplayLines(partial(program_lines, ctx, key, claim))
         job.run_s = job.program.run_s
         job.planned_exit = job.program.exit_code
         job.next_emit = next(job.program.lines, None)
@@ -765,11 +768,6 @@ def _script_resources(script: str) -> tuple[int | None, int | None]:
 
 def _terminal(state: str) -> bool:
     return state not in ("PENDING", "RUNNING")
-
-
-def _prepend(first: Emit, rest):
-    yield first
-    yield from rest
 
 
 def _parse_gres(gres: str) -> tuple[str | None, int]:
