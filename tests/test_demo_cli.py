@@ -232,6 +232,18 @@ async def test_state_of_another_user_or_loose_permissions_is_not_loaded(tmp_path
     assert c.resumed is None
 
 
+async def test_two_sessions_at_once_last_close_wins_and_says_so(tmp_path: Path, capsys) -> None:
+    tui = DemoCluster(seed=8, speed=30, persist=tmp_path)
+    cli = DemoCluster(seed=8, speed=30, persist=tmp_path)
+    (res,) = await cli.submit([submission()])
+    await cli.close()
+    assert "another demo session" not in capsys.readouterr().err
+    await tui.close()
+    assert "another demo session saved while this one ran" in capsys.readouterr().err
+    again = DemoCluster(speed=30, persist=tmp_path)
+    assert int(res.job_id) not in again.sim.jobs or again.sim.jobs[int(res.job_id)].submission is None
+
+
 def test_report_timings() -> None:
     """Not an assertion on speed: prints what the CLI round trips cost (see the report)."""
     print("\n" + "\n".join(f"  {k}: {v * 1000:.0f} ms" for k, v in TIMINGS.items()))

@@ -59,6 +59,7 @@ class DemoCluster:
         self.state_path = persist_mod.state_path(persist) if self.speed > 0 else None
         #: (simulated seconds replayed, simulated seconds jumped over) when resumed from saved state
         self.resumed: tuple[float, float] | None = None
+        self._stamp = persist_mod.stamp(self.state_path) if self.state_path is not None else None
         loaded = (persist_mod.load(self.state_path, seed=seed, user=user, background=background)
                   if self.state_path is not None else None)
         if loaded is not None:
@@ -84,9 +85,14 @@ class DemoCluster:
         if self.state_path is None:
             return
         self._sync()
+        now_stamp = persist_mod.stamp(self.state_path)
+        if now_stamp is not None and now_stamp != self._stamp:
+            persist_mod.notice("another demo session saved while this one ran; "
+                               "its changes are replaced by this session's")
         try:
             persist_mod.save(self.state_path, self.sim, seed=self.seed, user=self.user,
                              background=self.background, speed=self.speed)
+            self._stamp = persist_mod.stamp(self.state_path)
         except Exception as exc:  # noqa: BLE001 - a full disk must not fail the user's command
             persist_mod.notice(f"could not save the simulation to {self.state_path} ({exc})")
 

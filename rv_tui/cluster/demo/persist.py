@@ -11,7 +11,8 @@ The file is our own, in the user's own rv home, written 0600 through ``atomic_wr
 unpickled when it is a private file of the current user.  It starts with a one-line JSON header so
 compatibility (format, code version, seed, user) is decided before anything is unpickled.  Any
 problem means a fresh start with one line on stderr, never a crash.  ``RV_DEMO_RESET=1`` (or
-deleting the directory) starts fresh on purpose.
+deleting the directory) starts fresh on purpose.  Two demo processes at once (the TUI open while
+a CLI command runs): the last one to close wins, and says so.
 """
 
 from __future__ import annotations
@@ -81,6 +82,14 @@ class Loaded:
     speed: float  # simulated seconds per real second of the session that saved it
 
 
+def stamp(path: Path) -> int | None:
+    """The file's modification stamp (to notice another demo process saving meanwhile)."""
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return None
+
+
 def save(path: Path, sim: Simulation, *, seed: int, user: str, background: bool, speed: float) -> None:
     """Write the state atomically (0600): JSON header line, then the pickled simulation."""
     header = {"format": STATE_FORMAT, "code": code_fingerprint(), "seed": seed, "user": user,
@@ -146,4 +155,4 @@ def catch_up(loaded: Loaded, *, now: float | None = None) -> tuple[float, float]
 
 
 __all__ = ["MAX_CATCHUP_S", "RESET_ENV", "Loaded", "catch_up", "code_fingerprint", "load",
-           "notice", "reset_requested", "save", "state_path"]
+           "notice", "reset_requested", "save", "stamp", "state_path"]
