@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import os
 import sys
+import traceback
 
 from rv_tui import __version__
 from rv_tui.errors import RvError
@@ -17,6 +19,7 @@ from rv_tui.errors import RvError
 #: Command modules, in help order.  A module that is not written yet is skipped.
 COMMAND_MODULES = (
     "up", "run", "ps", "logs", "cost", "status", "env", "sync", "exec", "init", "tui",
+    "ssh", "gpu", "forward",
 )
 
 
@@ -52,14 +55,40 @@ def main(argv: list[str] | None = None) -> int:
         return run_tui(args)
     try:
         return asyncio.run(args.func(args))
-    except RvError as exc:
-        print(f"rv: error: {exc.message}", file=sys.stderr)
-        if exc.hint:
-            print(f"hint: {exc.hint}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("rv: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - the one place a user sees a failure: no tracebacks
+        return report_error(exc)
+
+
+def _first_rv_error(exc: BaseException) -> RvError | None:
+    """The RvError itself, or the first one inside an ExceptionGroup (TaskGroup failures)."""
+    if isinstance(exc, RvError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _first_rv_error(inner)
+            if found is not None:
+                return found
+    return None
+
+
+def report_error(exc: Exception) -> int:
+    """Print a failure for a user: ``rv: error:`` + hint (exit 2) for an RvError; anything else
+    is a bug in rv, shown in one line (exit 1) with its traceback only under ``RV_DEBUG=1``."""
+    rv_exc = _first_rv_error(exc)
+    if rv_exc is not None:
+        print(f"rv: error: {rv_exc.message}", file=sys.stderr)
+        if rv_exc.hint:
+            print(f"hint: {rv_exc.hint}", file=sys.stderr)
+        return 2
+    if os.environ.get("RV_DEBUG") == "1":
+        traceback.print_exception(exc, file=sys.stderr)
+    print(f"rv: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+    print("hint: this is a bug in rv; re-run with RV_DEBUG=1 for the traceback and report it",
+          file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

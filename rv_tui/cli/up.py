@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import shutil
-import sys
 from collections.abc import Awaitable, Callable
 
 from rv_tui.allocator.race import Race, RaceEventKind, RaceResult
 from rv_tui.cli.common import cluster_from_args, err, load, print_json
 from rv_tui.cli.run import add_request_options, build_request, event_printer, print_plan, race_summary
+from rv_tui.cli.ssh import run_ssh_tty, ssh_argv  # noqa: F401 - ssh_argv re-exported (tui)
 from rv_tui.cluster.base import Cluster
 from rv_tui.config import Config
 from rv_tui.durations import parse_duration
@@ -99,23 +97,6 @@ async def up_race(cluster: Cluster, config: Config | None, entries: list, args: 
     return code
 
 
-def ssh_argv(config: Config | None, remote_command: str) -> list[str]:
-    """``ssh -t`` to the login node with exactly the pool's connection settings."""
-    if config is None or config.connection is None:
-        raise RvError("no cluster configured to attach to", hint="run `rv init`")
-    from rv_tui.remote.target import SshTarget
-
-    t = SshTarget.from_config(config.connection)
-    argv = ["ssh", "-t", "-p", str(t.port), "-o", f"UserKnownHostsFile={t.known_hosts_path}",
-            "-o", "StrictHostKeyChecking=yes"]
-    for ident in t.identity_files:
-        argv += ["-i", ident, "-o", "IdentitiesOnly=yes"]
-    if t.proxy_jump:
-        argv += ["-J", t.proxy_jump]
-    argv += [f"{t.user}@{t.host}" if t.user else t.host, remote_command]
-    return argv
-
-
 def attach_remote_command(cluster: Cluster, config: Config | None, job_id: str, result: RaceResult) -> str:
     """The remote shell command that opens an interactive shell inside the allocation."""
     from rv_tui.allocator.model import Request
@@ -134,15 +115,5 @@ async def attach_shell(cluster: Cluster, config: Config | None, job_id: str, res
     if cluster.is_demo:
         err("rv: the demo cluster has no real nodes to open a shell on; releasing the allocation")
         return 0
-    if not sys.stdin.isatty():
-        raise RvError("rv up needs an interactive terminal for the shell",
-                      hint="use `rv up --no-attach` to only win the allocation")
-    if shutil.which("ssh") is None:
-        raise RvError("the OpenSSH client `ssh` is needed to attach", hint="install openssh-client")
-    argv = ssh_argv(config, attach_remote_command(cluster, config, job_id, result))
-    proc = await asyncio.create_subprocess_exec(*argv, env=os.environ.copy())
-    try:
-        return await proc.wait()
-    except asyncio.CancelledError:
-        proc.terminate()
-        raise
+    return await run_ssh_tty(config, attach_remote_command(cluster, config, job_id, result), what="rv up",
+                             fallback_hint="use `rv up --no-attach` to only win the allocation")

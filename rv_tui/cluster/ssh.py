@@ -15,7 +15,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rv_tui.cluster.base import (
     TERMINAL_STATES, ClusterSnapshot, ExecResult, FileLine, JobInfo, JobSubmission, ProbeResult,
@@ -216,6 +216,12 @@ class SshCluster:
         res = await self.pool.run(command, timeout=timeout)
         return ExecResult(command=command, exit_status=res.exit_status if res.exit_status is not None
                           else -1, stdout=res.stdout, stderr=res.stderr, duration=res.duration)
+
+    async def forward_port(self, local_port: int, host: str, port: int) -> Any:
+        """Optional capability (not in the Cluster protocol): forward ``127.0.0.1:local_port``
+        to ``host:port`` as the login node sees it; returns the listener (``get_port()``,
+        ``close()``, ``wait_closed()``)."""
+        return await self.pool.forward_local_port(local_port, host, port)
 
 
 def _ok(res: "CommandResult", what: str) -> "CommandResult":

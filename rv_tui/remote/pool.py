@@ -882,6 +882,26 @@ class RemotePool:
         """
         return RemoteStream(self, cmd)
 
+    # ------------------------------------------------------------------ port forwarding
+
+    async def forward_local_port(self, local_port: int, dest_host: str, dest_port: int, *,
+                                 listen_host: str = "127.0.0.1") -> asyncssh.SSHListener:
+        """Listen on ``listen_host:local_port`` (0 = any free port) and carry each connection to
+        ``dest_host:dest_port`` as seen from the login node, over the pool's connection.  The
+        listener ends with that connection (a reconnect does not restore it)."""
+        await self.connect()
+        holder = next((c for c in self._conns if c.usable), None)
+        if holder is None or holder.conn is None:
+            raise ConnectionLost(f"not connected to {self.target.display}")
+        try:
+            listener = await holder.conn.forward_local_port(listen_host, local_port, dest_host, dest_port)
+        except OSError as exc:
+            raise RemoteError(f"cannot listen on {listen_host}:{local_port}: {exc.strerror or exc}",
+                              hint="pick another local port (PORT:REMOTE_PORT)") from None
+        self.command_log.record(f"forward {listen_host}:{listener.get_port()} -> {dest_host}:{dest_port}",
+                                started_at=time.time(), duration=0.0, exit_status=0, kind="forward")
+        return listener
+
     # ------------------------------------------------------------------ SFTP
 
     async def _sftp_op(self, what: str, path: str, op: Callable[[asyncssh.SFTPClient], object],
