@@ -91,10 +91,16 @@ async def main(args: argparse.Namespace) -> int:
                 try:
                     listeners.append((await forward(cluster, local, target, remote), remote))
                 except RvError as exc:
-                    if args.auto and len(pairs) > 1:
-                        err(f"rv: skipped {remote}: {exc.message}")
+                    if not args.auto:
+                        raise
+                    # --auto: a local port already taken (a local jupyter...) gets any free port
+                    try:
+                        lst = await forward(cluster, 0, target, remote)
+                    except RvError as exc2:
+                        err(f"rv: skipped {remote}: {exc2.message}")
                         continue
-                    raise
+                    err(f"rv: local port {local} is busy ({exc.message}); using {lst.get_port()}")
+                    listeners.append((lst, remote))
             if not listeners:
                 raise RvError("nothing was forwarded")
             forwards = [{"local_port": lst.get_port(), "url": f"http://localhost:{lst.get_port()}",

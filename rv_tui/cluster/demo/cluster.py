@@ -206,6 +206,13 @@ class DemoCluster:
         status, out, err = self.shell.run(command, to_datetime(self.sim.t))
         return ExecResult(command=command, exit_status=status, stdout=out, stderr=err)
 
+    async def forward_port(self, local_port: int, host: str, port: int) -> object:
+        """The optional port-forwarding capability: the simulated nodes serve nothing."""
+        from rv_tui.errors import RvError
+
+        raise RvError("port forwarding is not available on the demo cluster (its nodes are simulated)",
+                      hint="configure your cluster with `rv init`")
+
     async def close(self) -> None:
         self._closed = True
         self.save()
