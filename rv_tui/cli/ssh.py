@@ -116,8 +116,7 @@ async def main(args: argparse.Namespace) -> int:
             return 0
         if cluster.is_demo:
             raise RvError("rv ssh is not available on the demo cluster (its nodes are simulated)")
-        remote = await shell_command(cluster, target,
-                                     hf_cache=config.shared.hf_cache if config is not None else None)
+        remote = await shell_command(cluster, target)
         argv = ssh_argv(config, remote)
         if args.print_only:
             if args.json:

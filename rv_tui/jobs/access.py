@@ -103,14 +103,14 @@ def fallback_rc(scratch: str) -> str:
             f"if [ -f {q(env_file)} ]; then . {q(env_file)}; fi\n")
 
 
-async def shell_command(cluster: Cluster, target: NodeTarget, *, hf_cache: str | None = None) -> str:
+async def shell_command(cluster: Cluster, target: NodeTarget) -> str:
     """The remote command (for ``ssh -t``) that opens an interactive shell on ``target.node``
     inside the job, with rv's env and venv: the rcfile an ``rv up`` hold wrote, else a small
     one written now (0600) so the shell still gets the ``rv env`` values without waiting."""
     from rv_tui.jobs.templates import JobContext, attach_command, attach_rc_path
 
     group = group_of(target.job) or FOREIGN_GROUP
-    ctx = JobContext(name="rv-ssh", command=None, scratch=cluster.scratch, group_id=group, hf_cache=hf_cache)
+    ctx = JobContext(name="rv-ssh", command=None, scratch=cluster.scratch, group_id=group)
     rc = attach_rc_path(ctx, target.job.job_id)
     probe = await cluster.exec(f"test -r {q(rc)}", timeout=STEP_TIMEOUT_S)
     if not probe.ok:

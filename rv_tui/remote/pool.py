@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import posixpath
@@ -896,8 +897,9 @@ class RemotePool:
         try:
             listener = await holder.conn.forward_local_port(listen_host, local_port, dest_host, dest_port)
         except OSError as exc:
-            raise RemoteError(f"cannot listen on {listen_host}:{local_port}: {exc.strerror or exc}",
-                              hint="pick another local port (PORT:REMOTE_PORT)") from None
+            why = "the port is in use" if exc.errno == errno.EADDRINUSE or "in use" in str(exc) else str(exc)
+            raise RemoteError(f"cannot listen on {listen_host}:{local_port}: {why}",
+                              hint="pick another local port (LOCAL_PORT:REMOTE_PORT)") from None
         self.command_log.record(f"forward {listen_host}:{listener.get_port()} -> {dest_host}:{dest_port}",
                                 started_at=time.time(), duration=0.0, exit_status=0, kind="forward")
         return listener
