@@ -552,6 +552,12 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config | None:
         return None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{p.name}: not UTF-8 text ({exc.reason})", hint=_hint_for(p), path=p) from None
+    except IsADirectoryError:
+        raise ConfigError(f"cannot read {p}: it is a directory, not a file", path=p,
+                          hint=f"move it away (mv {p} {p}.dir) and run `rv init`") from None
+    except PermissionError:
+        raise ConfigError(f"cannot read {p}: permission denied", path=p,
+                          hint=f"make it readable by you: chmod 700 {p.parent} && chmod 600 {p}") from None
     except OSError as exc:
         raise ConfigError(f"cannot read {p}: {exc.strerror}", hint="check the file permissions", path=p) from None
     return parse_config_text(text, p)

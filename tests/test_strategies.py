@@ -316,8 +316,10 @@ def test_request_validation():
         request_from_args(ns(time="soon"))
     with pytest.raises(RvError):
         request_from_args(ns(gpu=0))
-    r = request_from_args(ns(mig=True, gpu=4))
+    r = request_from_args(ns(mig=True))
     assert (r.gpu_type, r.gpus) == ("mig", 1)
+    with pytest.raises(RvError, match="--mig"):  # a conflicting -g is refused, not dropped
+        request_from_args(ns(mig=True, gpu=4))
     assert request_from_args(ns(type="3090")).gpu_type == "rtx3090"
     assert request_from_args(ns(type="a100-40", time="1-12:00:00")).time_s == 36 * 3600
 

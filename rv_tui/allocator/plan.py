@@ -151,6 +151,13 @@ def request_from_args(args: Any, config: Any = None) -> Request:
     if not explicit_type and defaults is not None:
         gtype_raw = defaults.gpu_type
     if a("mig"):
+        # --mig means exactly one MIG slice: a conflicting -g/-t is refused, not silently dropped
+        if gpus not in (None, 1):
+            raise RvError(f"--mig is one MIG slice; it cannot be combined with -g {gpus}",
+                          hint="drop -g for a free MIG slice, or drop --mig and pick a full GPU type with -t")
+        if explicit_type and resolve_gpu_type(str(gtype_raw)) != "mig":
+            raise RvError(f"--mig cannot be combined with -t {gtype_raw}",
+                          hint="use either --mig (a free MIG slice) or -t TYPE")
         gtype_raw, gpus, explicit_type = "mig", 1, True
     gpus = 1 if gpus is None else int(gpus)
     if gpus < 1:
@@ -161,7 +168,10 @@ def request_from_args(args: Any, config: Any = None) -> Request:
         raise RvError(f"{spec.name} allows at most {spec.max_per_user} GPUs per user (requested {gpus})",
                       hint="request fewer GPUs or another --type")
     time_raw = a("time") or (defaults.time if defaults is not None and defaults.time else DEFAULT_TIME)
-    time_s = parse_duration(str(time_raw))
+    try:
+        time_s = parse_duration(str(time_raw))
+    except RvError as exc:
+        raise RvError(f"--time: {exc.message}", hint=exc.hint) from None
     mem = parse_mem(a("mem")) if a("mem") else None
     account = a("account") or (defaults.account if defaults is not None else None)
     partition = a("partition") or None

@@ -29,11 +29,11 @@ def add_json_flag(parser: argparse.ArgumentParser) -> None:
 
 def load(args: argparse.Namespace) -> Config | None:
     """The config (None when there is none; the demo cluster is used then)."""
-    cfg = getattr(args, "_config", None)
-    if cfg is None:
-        cfg = load_config()
-        args._config = cfg
-    return cfg
+    if not hasattr(args, "_config"):
+        args._config = load_config()
+        for warning in (args._config.warnings if args._config is not None else ()):
+            print(f"rv: warning: {warning}", file=sys.stderr)
+    return args._config
 
 
 async def open_from_args(args: argparse.Namespace) -> Cluster:

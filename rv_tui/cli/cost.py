@@ -43,6 +43,10 @@ def cost_rows(gpus: int, time_s: int, gpu_type: str | None = None) -> list[dict[
             "total_su": round(spec.su_cost(gpus, time_s), 2), "free": spec.free,
             "vram_gb": spec.vram_gb,
         })
+    if not rows:
+        limits = ", ".join(f"{n} {1 if n == 'mig' else s.max_per_user}" for n, s in GPU_SPECS.items())
+        raise RvError(f"no GPU type takes {gpus} GPUs per user (most per type: {limits})",
+                      hint="use fewer GPUs (-g)")
     rows.sort(key=lambda r: (r["total_su"], r["gpu_type"]))
     return rows
 
@@ -57,7 +61,10 @@ def render(rows: list[dict[str, Any]], gpus: int, time_s: int) -> str:
 
 
 async def main(args: argparse.Namespace) -> int:
-    time_s = parse_duration(args.time)
+    try:
+        time_s = parse_duration(args.time)
+    except RvError as exc:
+        raise RvError(f"--time: {exc.message}", hint=exc.hint) from None
     rows = cost_rows(args.gpu, time_s, args.type)
     if args.json:
         from rv_tui.cli.common import print_json

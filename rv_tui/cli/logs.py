@@ -10,11 +10,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import TextIO
 
 from rv_tui.cli.common import add_json_flag, cluster_from_args, err
+from rv_tui.errors import RvError
 from rv_tui.fsutil import atomic_write
 from rv_tui.logs import (
     JobEnded,
@@ -27,6 +29,9 @@ from rv_tui.logs import (
 )
 from rv_tui.logs.follow import job_info, resolve
 from rv_tui.logs.ring import DEFAULT_MAX_LINES
+
+#: What Slurm accepts as a job id (plain, array ``123_4``, het ``123+1``); checked before connecting.
+_JOB_ID_RE = re.compile(r"^\d+(?:_\d+|_\[[\d,\-]+\])?(?:\+\d+)?$")
 
 _DIM, _RED, _RESET, _CLEAR = "\x1b[2m", "\x1b[31m", "\x1b[0m", "\x1b[K"
 
@@ -128,6 +133,9 @@ async def main(args: argparse.Namespace) -> int:
     if args.max_lines < 1:
         err("rv: --max-lines must be at least 1")
         return 2
+    if args.job_id is not None and not _JOB_ID_RE.match(args.job_id):
+        raise RvError(f"{args.job_id!r} is not a Slurm job id",
+                      hint="give a job id like 1234567 (see `rv ps`), or none for your latest job")
     async with cluster_from_args(args) as cluster:
         job_id = args.job_id or await latest_job_id(cluster)
         if args.pull is not None:

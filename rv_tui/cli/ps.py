@@ -212,6 +212,10 @@ async def stop_main(args: argparse.Namespace) -> int:
         else:
             ids, rec = await resolve_targets(cluster, store, args.target)
         before = {j.job_id: j.state for j in await cluster.jobs(ids)} if ids else {}
+        if ids and rec is None and not args.all and not before:
+            # not in rv's records and Slurm does not know it: say so instead of "already ended"
+            raise RvError(f"no job {args.target} on the cluster: Slurm does not know it and rv did not "
+                          "launch it (a typo, or a job that ended long ago)", hint="see `rv ps -a`")
         if ids:
             await cluster.cancel(ids)
     if rec is not None:

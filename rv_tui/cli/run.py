@@ -67,6 +67,14 @@ def add_request_options(p: argparse.ArgumentParser, *, default_name: str | None 
 def build_request(args: argparse.Namespace, config: Config | None, command: str | None) -> Request:
     """The Request for these flags (helper-3's ``request_from_args`` when present)."""
     args.command_str = command
+    # flags used only later (by the race) are checked now, before anything is synced or submitted
+    if getattr(args, "wait_timeout", None):
+        try:
+            parse_duration(args.wait_timeout)
+        except RvError as exc:
+            raise RvError(f"--wait-timeout: {exc.message}", hint=exc.hint) from None
+    if getattr(args, "max_strategies", 1) < 1:
+        raise RvError(f"--max-strategies must be at least 1 (got {args.max_strategies})")
     try:
         from rv_tui.allocator.plan import request_from_args  # type: ignore[attr-defined]
     except ImportError:

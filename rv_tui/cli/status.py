@@ -68,8 +68,9 @@ def render(st: dict[str, Any]) -> str:
 
 
 async def main(args: argparse.Namespace) -> int:
-    from rv_tui.cli.common import cluster_from_args, print_json
+    from rv_tui.cli.common import cluster_from_args, load, print_json
 
+    load(args)  # a broken config.toml is the user's error (rv: error:, exit 2), not a connection failure
     try:
         async with cluster_from_args(args) as cluster:
             st = await gather_status(cluster)

@@ -72,7 +72,9 @@ def parse_dotenv(text: str, *, source: str = ".env") -> list[DotenvLine]:
         if line.startswith("export "):
             line = line[len("export "):].lstrip()
         if "=" not in line:
-            raise EnvError(f"{source} line {lineno}: expected KEY=value, got {raw.strip()[:40]!r}")
+            # the line may be a secret with a typo (``HF_TOKEN: hf_...``): show it masked
+            raise EnvError(f"{source} line {lineno}: expected KEY=value, got {mask(raw.strip())!r}",
+                           hint="fix that line (nothing was imported)")
         key, value = line.split("=", 1)
         key = key.strip()
         if not KEY_RE.match(key):
