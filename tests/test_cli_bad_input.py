@@ -443,3 +443,25 @@ async def test_command_log_never_holds_the_secret(qa_home: Path) -> None:
         await cluster.close()
     assert text  # the log did record the commands
     assert SECRET not in text and "notprintedever" not in text
+
+
+@pytest.mark.cluster
+def test_hostile_scratch_path_is_data_not_code(rv_home: Path, tmp_path: Path) -> None:
+    """A config value is quoted like any other: a scratch path full of shell syntax is just a path."""
+    pwn = f"/tmp/rv-pwn-{uuid.uuid4().hex[:8]}"
+    top = f"qa-bad-input-{uuid.uuid4().hex[:8]} $(touch {pwn}-d) `touch {pwn}-b` ';touch {pwn}-q;'"
+    scratch = f"/scratch/rvtest/{top}"
+    toml_value = json.dumps(scratch)  # a TOML basic string is a JSON string for this text
+    edit_config(rv_home / "config.toml", r'^scratch = ".*"$', f"scratch = {toml_value}")
+    try:
+        assert rv(rv_home, "env", "set", "FOO", "bar").returncode == 0
+        listed = rv(rv_home, "env", "list", "--json")
+        assert json.loads(listed.stdout) == {"vars": {"FOO": "bar"}}, listed.stderr
+        r = rv(rv_home, "run", "--no-sync", "-t", "a6000", "--time", "10m", "echo", "hi", cwd=tmp_path)
+        user_error(r, "cannot be used in #SBATCH -o/-e", "hint: set [paths] scratch")
+        assert "submitted" not in r.stderr
+    finally:
+        rv(rv_home, "exec", "--", "rm", "-rf", f"/scratch/rvtest/{top.split('/')[0]}", timeout=60)
+    assert not list(Path("/tmp").glob(f"{Path(pwn).name}*"))
+    ls = rv(rv_home, "exec", "--", "sh", "-c", f"ls -d {pwn}* 2>/dev/null; echo done", timeout=60)
+    assert ls.stdout.strip() == "done", ls.stdout

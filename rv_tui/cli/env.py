@@ -80,6 +80,9 @@ async def _import(args: argparse.Namespace) -> int:
         text = path.read_text()
     except OSError as exc:
         raise RvError(f"cannot read {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise RvError(f"{path} is not a UTF-8 text file (byte {exc.start}: {exc.reason})",
+                      hint="rv env import reads a .env file of KEY=value lines; nothing was imported") from exc
     async with cluster_from_args(args) as cluster:
         keys = await EnvStore(cluster).import_dotenv(text, source=str(path))
     _emit(args, {"imported": keys}, f"imported {len(keys)} variable(s) from {path}: "
