@@ -465,3 +465,12 @@ def test_hostile_scratch_path_is_data_not_code(rv_home: Path, tmp_path: Path) ->
     assert not list(Path("/tmp").glob(f"{Path(pwn).name}*"))
     ls = rv(rv_home, "exec", "--", "sh", "-c", f"ls -d {pwn}* 2>/dev/null; echo done", timeout=60)
     assert ls.stdout.strip() == "done", ls.stdout
+
+
+def test_env_import_binary_file(offline_home: Path, tmp_path: Path) -> None:
+    blob = tmp_path / "blob.env"
+    blob.write_bytes(b"A=1\n\xff\xfe\x00binary")
+    before = snapshot(blob)
+    user_error(rv(offline_home, "env", "import", str(blob)), f"{blob} is not a UTF-8 text file",
+               "nothing was imported")
+    assert snapshot(blob) == before
