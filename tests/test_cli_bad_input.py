@@ -143,6 +143,18 @@ def test_broken_config_is_a_clear_error_and_left_alone(offline_home: Path, patte
     assert snapshot(offline_home) == before
 
 
+def test_broken_config_does_not_stop_the_demo(offline_home: Path) -> None:
+    cfg = offline_home / "config.toml"
+    edit_config(cfg, r'^time = ".*"$', 'time = "abc"')
+    before = snapshot(offline_home)
+    r = rv(offline_home, "--demo", "ps", "--json")
+    no_traceback(r)
+    assert r.returncode == 0, r.stderr
+    assert "ignoring the config for --demo" in r.stderr and "config.toml line 10" in r.stderr
+    json.loads(r.stdout)
+    assert snapshot(cfg) == {str(cfg): before[str(cfg)]}
+
+
 def test_unknown_config_key_is_a_warning_and_the_command_works(rv_home: Path) -> None:
     cfg = rv_home / "config.toml"
     edit_config(cfg, r'^time = "(.*)"$', r'time = "\1"\ncolour = "blue"')

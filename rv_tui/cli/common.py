@@ -20,7 +20,7 @@ from typing import Any
 
 from rv_tui.cluster import open_cluster
 from rv_tui.cluster.base import Cluster
-from rv_tui.config import Config, load_config
+from rv_tui.config import Config, ConfigError, load_config
 
 
 def add_json_flag(parser: argparse.ArgumentParser) -> None:
@@ -28,9 +28,19 @@ def add_json_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def load(args: argparse.Namespace) -> Config | None:
-    """The config (None when there is none; the demo cluster is used then)."""
+    """The config (None when there is none; the demo cluster is used then).
+
+    With ``--demo`` a broken config is only a warning: the demo needs nothing from it, and a
+    newcomer trying the demo should not be stopped by a half-written file.
+    """
     if not hasattr(args, "_config"):
-        args._config = load_config()
+        try:
+            args._config = load_config()
+        except ConfigError as exc:
+            if not getattr(args, "demo", False):
+                raise
+            print(f"rv: warning: ignoring the config for --demo: {exc}", file=sys.stderr)
+            args._config = None
         for warning in (args._config.warnings if args._config is not None else ()):
             print(f"rv: warning: {warning}", file=sys.stderr)
     return args._config
