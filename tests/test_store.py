@@ -102,3 +102,13 @@ def test_reason_text():
     assert reason_text("ReqNodeNotAvail, UnavailableNodes:udc-an28-1") .startswith("requested nodes")
     assert reason_text(None) == ""
     assert reason_text("WeirdReason") == "WeirdReason"
+
+
+def test_unreadable_record_is_reported_not_deleted(tmp_path) -> None:
+    store = GroupStore(tmp_path / "groups")
+    store.root.mkdir()
+    bad = store.root / "gbroken.json"
+    bad.write_text("{not json")
+    assert store.all() == []
+    assert store.unreadable == [bad]
+    assert bad.exists()

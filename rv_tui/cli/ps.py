@@ -165,6 +165,8 @@ async def ps_main(args: argparse.Namespace) -> int:
         reaped = await reap_orphaned_losers(cluster, data)
         if reaped:
             data = await collect(cluster, store, args.all)
+    for path in store.unreadable:
+        err(f"rv: warning: skipped unreadable group record {path} (left in place; delete it if stale)")
     if args.json:
         print_json({**data, "reaped": reaped})
     else:

@@ -166,6 +166,8 @@ class GroupStore:
 
     def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
         self.root = Path(root) if root is not None else rv_home() / "groups"
+        #: Record files the last :meth:`all` could not read (faces warn about them; never deleted).
+        self.unreadable: list[Path] = []
 
     def _path(self, group_id: str) -> Path:
         if not group_id or "/" in group_id or group_id.startswith("."):
@@ -184,13 +186,14 @@ class GroupStore:
     def all(self) -> list[GroupRecord]:
         """Every readable record, newest first."""
         out = []
+        self.unreadable = []
         if not self.root.is_dir():
             return out
         for p in self.root.glob("*.json"):
             try:
                 out.append(GroupRecord.from_dict(json.loads(p.read_text())))
             except (OSError, ValueError, TypeError):
-                continue
+                self.unreadable.append(p)
         out.sort(key=lambda r: r.created_at, reverse=True)
         return out
 
