@@ -51,3 +51,12 @@ def test_faces_do_not_talk_to_ssh_or_build_slurm_commands(path: Path) -> None:
 
 def test_there_are_modules_on_both_sides() -> None:
     assert len(_modules(faces=False)) > 10 and len(_modules(faces=True)) >= 2
+
+
+@pytest.mark.parametrize("path", sorted((PKG / "tui").rglob("*.py")), ids=lambda p: str(p.relative_to(PKG)))
+def test_tui_does_not_import_the_cli(path: Path) -> None:
+    """One face never borrows from the other: the dashboard calls the core the CLI calls.
+
+    (``rv_tui/cli/tui.py`` is the CLI's entry into the dashboard and imports ``rv_tui.tui``.)"""
+    bad = {n for n in _imports(path) if n == "rv_tui.cli" or n.startswith("rv_tui.cli.")}
+    assert not bad, f"{path.relative_to(PKG)} imports {sorted(bad)}"

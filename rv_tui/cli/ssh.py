@@ -22,6 +22,7 @@ from rv_tui.cli.common import cluster_from_args, err, load, print_json
 from rv_tui.config import Config
 from rv_tui.errors import RvError
 from rv_tui.jobs.access import pick_node, running_job, shell_command
+from rv_tui.jobs.attach import ssh_argv  # noqa: F401 - the core builds the argv; re-exported
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -35,23 +36,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="print the ssh command instead of running it")
     p.add_argument("--json", action="store_true", help="machine-readable output (with --config/--print)")
     p.set_defaults(func=main)
-
-
-def ssh_argv(config: Config | None, remote_command: str) -> list[str]:
-    """``ssh -t`` to the login node with exactly the pool's connection settings."""
-    if config is None or config.connection is None:
-        raise RvError("no cluster configured to attach to", hint="run `rv init`")
-    from rv_tui.remote.target import SshTarget
-
-    t = SshTarget.from_config(config.connection)
-    argv = ["ssh", "-t", "-p", str(t.port), "-o", f"UserKnownHostsFile={t.known_hosts_path}",
-            "-o", "StrictHostKeyChecking=yes"]
-    for ident in t.identity_files:
-        argv += ["-i", ident, "-o", "IdentitiesOnly=yes"]
-    if t.proxy_jump:
-        argv += ["-J", t.proxy_jump]
-    argv += [f"{t.user}@{t.host}" if t.user else t.host, remote_command]
-    return argv
 
 
 async def run_ssh_tty(config: Config | None, remote_command: str, *, what: str = "rv ssh",

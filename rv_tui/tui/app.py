@@ -65,9 +65,11 @@ class RvApp(App[int]):
 
     def __init__(self, cluster: Cluster, *, config_path: Path | None = None,
                  poll_interval: float = 5.0, clock: Callable[[], float] = time.time,
-                 probe_windows: bool = True) -> None:
+                 probe_windows: bool = True, cwd: Path | None = None) -> None:
         super().__init__()
         self.clock = clock
+        #: the local directory a launch syncs from (``rv run``'s cwd); fixed at start-up
+        self.cwd = Path(cwd) if cwd is not None else Path.cwd()
         if command_log_of(cluster) is None:
             cluster = RecordingCluster(cluster, clock=clock)  # type: ignore[assignment]
         self.cluster: Any = cluster
@@ -246,8 +248,15 @@ class RvApp(App[int]):
     def start_race(self, plan: Any, request: Any) -> None:
         self._race_holder: dict[str, Any] = {}
         self.action_show_pane("race")
+        self._q(RacePane).preparing()
         self.start_worker(workers.run_race(self, self.cluster, plan, request, self.load_config(),
-                                           self._race_holder), group="race", exclusive=True)
+                                           self._race_holder, cwd=self.cwd),
+                          group="race", exclusive=True)
+
+    def on_launch_note(self, message: m.LaunchNote) -> None:
+        if not self.screen_stack:  # shutting down: nothing to update
+            return
+        self._q(RacePane).note(message.text)
 
     def abort_race(self) -> None:
         race = getattr(self, "_race_holder", {}).get("race")
@@ -281,27 +290,32 @@ class RvApp(App[int]):
     def on_race_finished(self, message: m.RaceFinished) -> None:
         if not self.screen_stack:  # shutting down: nothing to update
             return
+        self._q(RacePane).launch_failed()  # no-op unless preparation never got to submit
         self.poller.poke()
 
     # ------------------------------------------------------------------ attach
     def attach(self, job: Any) -> None:
-        """Open a shell in a running job's allocation (the terminal is handed to ssh)."""
+        """Open a shell on the job's first node (the terminal is handed to ``ssh -t``).
+
+        The remote command comes from the core (:func:`rv_tui.jobs.access.shell_command`, the
+        same one ``rv ssh`` runs: rv's env and venv, inside the job's cgroup); a worker builds
+        it and posts :class:`AttachReady`, whose handler suspends the screen for ssh."""
         if getattr(self.cluster, "is_demo", False):
             self.notify("the demo cluster has no real nodes to open a shell on", title="attach",
                         severity="warning")
             return
-        try:
-            from rv_tui.cli.up import attach_remote_command, ssh_argv
+        self.start_worker(workers.attach_argv(self, self.cluster, self.load_config(), job),
+                          group="attach", exclusive=True)
 
-            config = self.load_config()
-            argv = ssh_argv(config, attach_remote_command(self.cluster, config, job.job_id, None))
-        except Exception as exc:  # noqa: BLE001
-            self.show_error(exc, "attach")
-            return
+    def on_attach_ready(self, message: m.AttachReady) -> None:
         import subprocess
 
-        with self.suspend():
-            subprocess.run(argv)
+        try:
+            with self.suspend():
+                subprocess.run(message.argv)
+        except Exception as exc:  # noqa: BLE001 - e.g. a terminal that cannot be suspended
+            self.show_error(exc, "attach")
+        self.poller.poke()
 
 
 def run_app(cluster: Cluster, **kwargs: Any) -> int:

@@ -54,11 +54,20 @@ class CommandRecorded(Message):
 
 
 class PlanReady(Message):
-    """A dry-run plan for the launch form."""
+    """A dry-run launch for the form: the plan and (``launch``) the workspace it would sync."""
 
-    def __init__(self, plan: Any) -> None:
+    def __init__(self, plan: Any, launch: Any = None) -> None:
         super().__init__()
         self.plan = plan
+        self.launch = launch
+
+
+class LaunchNote(Message):
+    """Progress of the launch preparation (syncing, dependencies, snapshot) before submission."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
 
 
 class OperationFailed(Message):
@@ -116,6 +125,15 @@ class LogEnded(Message):
         super().__init__()
         self.job_id = job_id
         self.reason = reason
+
+
+class AttachReady(Message):
+    """The ``ssh -t`` argv for a shell in a job, built by a worker; the app runs it suspended."""
+
+    def __init__(self, job_id: str, argv: list[str]) -> None:
+        super().__init__()
+        self.job_id = job_id
+        self.argv = argv
 
 
 class EnvLoaded(Message):

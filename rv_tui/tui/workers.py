@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from textual.message_pump import MessagePump
@@ -81,19 +82,40 @@ class Poller:
             self._wake.clear()
 
 
-async def make_plan(target: MessagePump, cluster: Cluster, request: Any) -> None:
-    """Dry-run the allocator for the launch form."""
+async def make_launch(target: MessagePump, cluster: Cluster, config: Any, request: Any,
+                      cwd: Path) -> None:
+    """Dry-run the launch for the form: the allocator's plan plus what the workspace step would
+    sync from ``cwd`` (the same :func:`~rv_tui.jobs.launch.prepare_launch` ``rv run --dry-run``
+    calls; nothing is uploaded or submitted)."""
     try:
-        from rv_tui.allocator.plan import make_plan as _make_plan
+        from rv_tui.jobs.launch import prepare_launch
 
-        plan = await _make_plan(cluster, request)
+        launch = await prepare_launch(cluster, config, request, request.command, cwd=cwd,
+                                      dry_run=True)
     except asyncio.CancelledError:
         raise
     except Exception as exc:  # noqa: BLE001
         msg, hint = describe_error(exc)
         target.post_message(m.OperationFailed("plan", msg, hint))
         return
-    target.post_message(m.PlanReady(plan))
+    target.post_message(m.PlanReady(launch.plan, launch))
+
+
+async def attach_argv(target: MessagePump, cluster: Cluster, config: Any, job: Any) -> None:
+    """Build the shell command for the job's first node and post the ``ssh -t`` argv."""
+    from rv_tui.jobs.access import pick_node, shell_command
+    from rv_tui.jobs.attach import ssh_argv
+
+    try:
+        remote = await shell_command(cluster, pick_node(job, 0))
+        argv = ssh_argv(config, remote)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        msg, hint = describe_error(exc)
+        target.post_message(m.OperationFailed("attach", msg, hint))
+        return
+    target.post_message(m.AttachReady(job.job_id, argv))
 
 
 async def cancel_jobs(target: MessagePump, cluster: Cluster, job_ids: list[str]) -> None:
@@ -120,37 +142,45 @@ async def backfill_windows(cluster: Cluster, snapshot: Any) -> dict[str, int]:
     return out
 
 
-def script_for(cluster: Cluster, request: Any, strategy: Any, config: Any = None) -> str:
-    """The exact sbatch script one strategy would submit (local, no round trip)."""
-    from rv_tui.cli.run import build_entries
-
-    entries = build_entries(cluster, config, request, [strategy], "preview", "run" if request.command else "up")
-    return entries[0].submission.script
-
-
 async def run_race(target: MessagePump, cluster: Cluster, plan: Any, request: Any,
-                   config: Any = None, holder: dict | None = None) -> None:
-    """Fan out every strategy of ``plan`` and post each race event as it happens."""
-    from rv_tui.allocator.race import Race
-    from rv_tui.cli.run import build_entries
-    from rv_tui.jobs.store import GroupStore, new_group_id
+                   config: Any = None, holder: dict | None = None, *, cwd: Path | None = None) -> None:
+    """Prepare the launch exactly as ``rv run`` does (workspace sync, deps, snapshot; the plan
+    the user previewed), fan out every strategy, record the job ids in the snapshot and post
+    each race event as it happens."""
+    from rv_tui.allocator.race import Race, RaceEventKind
+    from rv_tui.jobs.launch import prepare_launch
+    from rv_tui.jobs.store import GroupStore, git_info
 
-    group_id = new_group_id()
-    kind = "run" if request.command else "up"
+    def say(text: str) -> None:
+        target.post_message(m.LaunchNote(text))
+
+    here = cwd if cwd is not None else Path.cwd()
     try:
-        entries = build_entries(cluster, config, request, list(plan.strategies), group_id, kind)
-        race = Race(cluster, entries, group_id=group_id, kind=kind, store=GroupStore())
+        launch = await prepare_launch(cluster, config, request, request.command, cwd=here,
+                                      plan=plan, say=say)
+        race = Race(cluster, launch.entries, group_id=launch.group_id, kind=launch.kind,
+                    name=launch.name, command=launch.request.command, git=git_info(here),
+                    store=GroupStore())
+    except asyncio.CancelledError:
+        raise
     except Exception as exc:  # noqa: BLE001
         msg, hint = describe_error(exc)
         target.post_message(m.OperationFailed("launch", msg, hint))
+        target.post_message(m.RaceFinished(None))
         return
     if holder is not None:
         holder["race"] = race
-    target.post_message(m.RaceStarted(group_id, list(plan.strategies)))
+    target.post_message(m.RaceStarted(launch.group_id, list(plan.strategies)))
+    recorded = False
     try:
         async with race:
             async for event in race:
                 target.post_message(m.RaceEventArrived(event))
+                if event.kind is RaceEventKind.SUBMITTED and not recorded:
+                    recorded = True  # every id is known once the first arrives (one sbatch batch)
+                    problem = await launch.record_jobs(cluster, race.job_ids)
+                    if problem:
+                        say(problem)
     except asyncio.CancelledError:
         raise
     except Exception as exc:  # noqa: BLE001

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import pytest
@@ -15,23 +16,36 @@ from tests.tui import flows
 pytestmark = pytest.mark.cluster
 
 
-async def _app(rv_home: Path) -> RvApp:
+async def _app(rv_home: Path, cwd: Path | None = None) -> RvApp:
     cluster = await open_cluster(load_config(rv_home / "config.toml"))
+    if cwd is None:  # never sync this checkout to the test cluster
+        cwd = rv_home.parent / "not-a-project"
+        cwd.mkdir(exist_ok=True)
     return RvApp(cluster, config_path=rv_home / "config.toml", poll_interval=1.0,
-                 probe_windows=False)
+                 probe_windows=False, cwd=cwd)
 
 
-async def test_race_logs_cancel_on_real_cluster(rv_home: Path, clean_queue: None) -> None:
-    app = await _app(rv_home)
+async def test_race_logs_cancel_on_real_cluster(rv_home: Path, clean_queue: None, tmp_path: Path) -> None:
+    # a tiny project: the launch syncs it and the job runs its script from the snapshot,
+    # exactly as `rv run bash job.sh` would (the TUI calls the same prepare_launch)
+    project = tmp_path / f"tui-proj-{uuid.uuid4().hex[:8]}"  # a fresh remote code dir each run
+    project.mkdir()
+    marker = "rv-tui-flow-marker"
+    (project / "job.sh").write_text(f'echo "{marker} in $(basename "$(dirname "$PWD")")"; sleep 300\n')
+    (project / "pyproject.toml").write_text('[project]\nname = "tui-proj"\n')
+    app = await _app(rv_home, cwd=project)
     try:
         async with app.run_test(size=(160, 48)) as pilot:
             await flows.wait_for(pilot, lambda: app.state.snapshot, "first poll", 60)
             assert app.command_log is not None  # the SSH pool's own log, not the recorder
-            marker = "rv-tui-flow-marker"
-            winner = await flows.launch_race(pilot, f"echo {marker}; sleep 300", timeout=120)
+            winner = await flows.launch_race(pilot, "bash job.sh", timeout=120)
+            launch = app.query_one("LaunchPane").launch
+            assert launch.workspace is not None and launch.workspace.project is not None
+            assert sorted(f.rel for f in launch.workspace.sync_result.plan.upload) == ["job.sh", "pyproject.toml"]
             n_winners, not_cancelled = flows.race_losers_cancelled(app)
             assert n_winners == 1 and not_cancelled == []
-            view = await flows.open_winner_logs(pilot, marker, timeout=120)
+            # the script ran from a snapshot dir (…/snapshots/<name>-<ms>), i.e. it was synced
+            view = await flows.open_winner_logs(pilot, f"{marker} in snapshots", timeout=120)
             assert view.total >= 1
             await flows.cancel_job(pilot, winner, timeout=120)
             assert any("scancel" in r.command for r in app.command_log.records())

@@ -35,6 +35,9 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def make_app(home: Path, **kw) -> tuple[RvApp, DemoCluster]:
     cluster = DemoCluster(seed=7, speed=kw.pop("speed", 600))
+    work = home.parent / "work"  # launches sync from here: not this checkout
+    work.mkdir(exist_ok=True)
+    kw.setdefault("cwd", work)
     return RvApp(cluster, config_path=home / "config.toml", poll_interval=0.5, **kw), cluster
 
 

@@ -49,6 +49,31 @@ def form_request(values: dict[str, Any]) -> Request:
                    single_node=bool(values.get("single_node")), command=command, name=name)
 
 
+def workspace_summary(launch: Any) -> Text:
+    """What the launch will do with the local directory: sync plan, snapshot, venv (or why not)."""
+    out = Text()
+    ws = getattr(launch, "workspace", None)
+    if launch is None:
+        return out
+    if ws is None:
+        out.append("\nworkspace: none (interactive allocation)", style="dim")
+        return out
+    for note in ws.notes:
+        out.append(f"\nnote: {note}", style="dim")
+    if ws.project is None:
+        return out
+    pr = ws.project
+    out.append("\nsync ", style="bold")
+    out.append(f"{pr.name} ({pr.branch})", style="bold")
+    sync = ws.sync_result.plan if ws.sync_result is not None else None
+    if sync is not None:
+        out.append(f": {sync.summary()}")
+    out.append(f" → {ws.code_dir}, the job runs in a fresh snapshot of it", style="dim")
+    if ws.venv:
+        out.append(f" · venv from {ws.deps.file if ws.deps else '?'}", style="dim")
+    return out
+
+
 class LaunchPane(Vertical):
     BINDINGS = [
         Binding("ctrl+t", "preview", "Preview strategies"),
@@ -59,6 +84,7 @@ class LaunchPane(Vertical):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.plan: Any = None
+        self.launch: Any = None  # the dry-run Launch (plan + workspace preview + scripts)
         self.request: Request | None = None
 
     def compose(self) -> ComposeResult:
@@ -117,12 +143,15 @@ class LaunchPane(Vertical):
                               style="bold red"))
             return
         self.plan = None
+        self.launch = None
         self._status(Text("planning… (probing the cluster)", style="italic"))
-        self.app.start_worker(workers.make_plan(self, self.app.cluster, self.request),
+        self.app.start_worker(workers.make_launch(self, self.app.cluster, self.app.load_config(),
+                                                  self.request, self.app.cwd),
                               group="plan", exclusive=True)
 
     def on_plan_ready(self, message: m.PlanReady) -> None:
         self.plan = message.plan
+        self.launch = message.launch
         table = self.query_one("#launch-plan", DataTable)
         table.clear()
         for i, s in enumerate(self.plan.strategies, 1):
@@ -133,8 +162,9 @@ class LaunchPane(Vertical):
         text = Text.assemble((f"{len(self.plan.strategies)} strategies", "bold green"),
                              " will race (s: sbatch script of the highlighted one, ctrl+l: launch)")
         if excluded:
-            text.append(f"\nexcluded: " + "; ".join(f"{k}: {v}" for k, v in sorted(excluded.items())),
+            text.append("\nexcluded: " + "; ".join(f"{k}: {v}" for k, v in sorted(excluded.items())),
                         style="dim")
+        text.append_text(workspace_summary(self.launch))
         self._status(text)
         if table.row_count:
             table.focus()
@@ -161,13 +191,11 @@ class LaunchPane(Vertical):
         if strategy is None:
             self.app.notify("preview first (ctrl+t)", severity="warning")
             return
-        try:
-            from rv_tui.tui import workers
-
-            script = workers.script_for(self.app.cluster, self.request, strategy)
-        except Exception as exc:  # noqa: BLE001
-            self.app.show_error(exc, "sbatch script")
+        entry = next((e for e in getattr(self.launch, "entries", ()) if e.strategy.id == strategy.id), None)
+        if entry is None:
+            self.app.notify("preview again (ctrl+t)", severity="warning")
             return
+        script = entry.submission.script
         self.app.push_screen(TextScreen(f"sbatch script: {strategy.label}", script))
 
     def action_launch(self) -> None:

@@ -59,6 +59,7 @@ class RacePane(Vertical):
         self.started_clock: float | None = None
         self.outcome: str = ""
         self.winner_id: str | None = None
+        self.notes: list[tuple[float, str]] = []  # launch preparation (sync, deps, snapshot)
 
     def compose(self) -> ComposeResult:
         yield Static("No race yet: fill the Launch form (3) and press ctrl+l.", id="race-title",
@@ -73,14 +74,41 @@ class RacePane(Vertical):
         return getattr(self.app, "clock", time.time)()
 
     # ------------------------------------------------------------------ state
+    def preparing(self) -> None:
+        """A launch was confirmed: the workspace is being prepared before anything is submitted."""
+        self.lanes, self.by_job, self.timeline, self.notes = [], {}, [], []
+        self.outcome, self.winner_id, self.group_id = "preparing", None, None
+        self.started_clock = self._clock()
+        self.query_one("#race-title", Static).update(Text.assemble(
+            ("PREPARING ", "bold reverse yellow"), " syncing the workspace, then submitting…"))
+        self.query_one("#race-board", Static).update("")
+        self.query_one("#race-events", Static).update("")
+
+    def note(self, text: str) -> None:
+        """A preparation step (``syncing …``, ``synced: …``); kept at the top of the timeline."""
+        self.notes.append((self._clock(), text))
+        if self.outcome == "preparing":
+            self.query_one("#race-title", Static).update(Text.assemble(
+                ("PREPARING ", "bold reverse yellow"), f" {text}"))
+        else:
+            self._add_event("note", text)
+            self.redraw()
+
+    def launch_failed(self) -> None:
+        """Preparation failed before any job was submitted (the error is also a notification)."""
+        if self.outcome == "preparing":
+            self.outcome = "launch failed"
+            self.query_one("#race-title", Static).update(Text.assemble(
+                (" LAUNCH FAILED ", "bold reverse red"), "  nothing was submitted; see the notification"))
+
     def start(self, group_id: str | None, strategies: list[Any]) -> None:
         self.lanes = [Lane(label=getattr(s, "label", str(s)), kind=str(getattr(s, "kind", "")),
                            est_wait_s=getattr(s, "est_wait_s", None),
                            est_su=getattr(s, "est_su", None)) for s in strategies]
         self.by_job = {}
-        self.timeline = []
+        self.timeline = [(when, "note", text) for when, text in self.notes]
         self.group_id = group_id
-        self.started_clock = self._clock()
+        self.started_clock = self.started_clock if self.outcome == "preparing" else self._clock()
         self.outcome = "racing"
         self.winner_id = None
         self._add_event("start", f"racing {len(self.lanes)} strategies")
