@@ -217,6 +217,12 @@ class SshCluster:
         return ExecResult(command=command, exit_status=res.exit_status if res.exit_status is not None
                           else -1, stdout=res.stdout, stderr=res.stderr, duration=res.duration)
 
+    def add_connection_listener(self, callback: Any) -> Any:
+        """Optional capability (not in the Cluster protocol): ``callback(ConnectionEvent)`` on
+        every connection state change of the pool (the dashboard's reconnect banner); returns
+        a remover."""
+        return self.pool.add_listener(callback)
+
     async def forward_port(self, local_port: int, host: str, port: int) -> Any:
         """Optional capability (not in the Cluster protocol): forward ``127.0.0.1:local_port``
         to ``host:port`` as the login node sees it; returns the listener (``get_port()``,

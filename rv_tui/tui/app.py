@@ -80,6 +80,7 @@ class RvApp(App[int]):
         self.poller = workers.Poller(cluster, self, poll_interval,
                                      probe=workers.backfill_windows if probe_windows else None)
         self._log_listener_remove: Callable[[], None] | None = None
+        self._conn_listener_remove: Callable[[], None] | None = None
 
     # ------------------------------------------------------------------ layout
     def compose(self) -> ComposeResult:
@@ -116,6 +117,11 @@ class RvApp(App[int]):
             return screen.query_one(selector)
         return screen.query_one(selector, expect_type)
 
+    def _shutting_down(self) -> bool:
+        """True once the app began closing: workers may still post, but the panes are going away
+        (``_running`` turns False before the screens are removed)."""
+        return not self.is_running or not self.screen_stack
+
     def _format_time(self, t: float) -> str:
         return time.strftime("%H:%M:%S", time.localtime(t))
 
@@ -126,6 +132,10 @@ class RvApp(App[int]):
             self._q(CommandLogPane).add_records(self.command_log.records())
             self._log_listener_remove = self.command_log.add_listener(
                 lambda rec: self.post_message(m.CommandRecorded(rec)))
+        add_conn = getattr(self.cluster, "add_connection_listener", None)
+        if callable(add_conn):  # SshCluster: the pool says "reconnecting" the moment it drops
+            self._conn_listener_remove = add_conn(
+                lambda ev: self.post_message(m.ConnectionChanged(str(ev.state), str(ev.detail))))
         self.run_worker(self.poller.run(), name="poll", group="poll", exclusive=True,
                         exit_on_error=False)
         self.set_interval(1.0, self._render_status, name="age-tick")
@@ -134,19 +144,21 @@ class RvApp(App[int]):
     def on_unmount(self) -> None:
         if self._log_listener_remove:
             self._log_listener_remove()
+        if self._conn_listener_remove:
+            self._conn_listener_remove()
 
     # ------------------------------------------------------------------ status
     def _render_status(self) -> None:
         now = self.clock()
         self._q(StatusBar).show(self.cluster.name, self.cluster.user, self.state, now)
         banner = self._q(ReconnectBanner)
-        banner.display = self.state.connection == "reconnecting"
+        banner.display = self.state.connection in ("reconnecting", "lost")
         if banner.display:
             banner.show(self.state, now)
 
     # ------------------------------------------------------------------ message handlers
     def on_cluster_polled(self, message: m.ClusterPolled) -> None:
-        if not self.screen_stack:  # shutting down: nothing to update
+        if self._shutting_down():
             return
         self.state.record_snapshot(message.snapshot, message.jobs, self.clock(), message.windows)
         self.state.poll_duration = message.duration
@@ -156,26 +168,35 @@ class RvApp(App[int]):
         self._render_status()
 
     def on_poll_failed(self, message: m.PollFailed) -> None:
-        if not self.screen_stack:  # shutting down: nothing to update
+        if self._shutting_down():
             return
         self.state.record_failure(message.message)
         if self.state.snapshot is None:
             self._q(ClusterPane).refresh_from(self.state)
         self._render_status()
 
+    def on_connection_changed(self, message: m.ConnectionChanged) -> None:
+        if self._shutting_down():
+            return
+        was = self.state.connection
+        self.state.record_connection(message.state, message.detail)
+        self._render_status()
+        if message.state == "connected" and was in ("reconnecting", "lost"):
+            self.poller.poke()  # back: refresh the panes now, not at the next interval
+
     def on_command_recorded(self, message: m.CommandRecorded) -> None:
-        if not self.screen_stack:  # shutting down: nothing to update
+        if self._shutting_down():
             return
         self._q(CommandLogPane).add_records([message.record])
 
     def on_operation_failed(self, message: m.OperationFailed) -> None:
-        if not self.screen_stack:  # shutting down: nothing to update
+        if self._shutting_down():
             return
         text = message.message + (f"\n{message.hint}" if message.hint else "")
         self.notify(text, title=f"{message.what} failed", severity="error", timeout=10)
 
     def on_jobs_cancelled(self, message: m.JobsCancelled) -> None:
-        if not self.screen_stack:  # shutting down: nothing to update
+        if self._shutting_down():
             return
         self.notify(f"cancelled {', '.join(message.job_ids)}", title="cancel")
         self.poller.poke()
@@ -254,7 +275,7 @@ class RvApp(App[int]):
                           group="race", exclusive=True)
 
     def on_launch_note(self, message: m.LaunchNote) -> None:
-        if not self.screen_stack:  # shutting down: nothing to update
+        if self._shutting_down():
             return
         self._q(RacePane).note(message.text)
 
@@ -275,12 +296,12 @@ class RvApp(App[int]):
         self.start_worker(abort(), group="abort")
 
     def on_race_started(self, message: m.RaceStarted) -> None:
-        if not self.screen_stack:  # shutting down: nothing to update
+        if self._shutting_down():
             return
         self._q(RacePane).start(message.group_id, message.strategies)
 
     def on_race_event_arrived(self, message: m.RaceEventArrived) -> None:
-        if not self.screen_stack:  # shutting down: nothing to update
+        if self._shutting_down():
             return
         self._q(RacePane).apply(message.event)
         if str(message.event.kind) == "winner":
@@ -288,7 +309,7 @@ class RvApp(App[int]):
             self.poller.poke()
 
     def on_race_finished(self, message: m.RaceFinished) -> None:
-        if not self.screen_stack:  # shutting down: nothing to update
+        if self._shutting_down():
             return
         self._q(RacePane).launch_failed()  # no-op unless preparation never got to submit
         self.poller.poke()

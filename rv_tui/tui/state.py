@@ -28,6 +28,8 @@ class AppState:
     failures: int = 0
     last_error: str | None = None
     poll_duration: float | None = None
+    #: recent connection states as the pool reported them (newest last), for the log and tests
+    transitions: deque[str] = field(default_factory=lambda: deque(maxlen=50))
 
     def record_snapshot(self, snap: ClusterSnapshot, jobs: list[JobInfo], received_at: float,
                         windows: dict[str, int] | None = None) -> None:
@@ -53,6 +55,21 @@ class AppState:
         self.last_error = message
         self.connection = "reconnecting" if self.snapshot is not None or self.failures > 1 else "connecting"
         self.connection_detail = message
+
+    def record_connection(self, state: str, detail: str) -> None:
+        """The pool reported a connection change (before any poll notices it)."""
+        self.transitions.append(state)
+        if state in ("reconnecting", "disconnected"):
+            self.connection = "reconnecting"
+            self.connection_detail = self.last_error = detail
+        elif state == "failed":
+            self.connection = "lost"
+            self.connection_detail = self.last_error = detail
+        elif state == "connected" and self.connection in ("reconnecting", "lost"):
+            self.connection = "connected"
+            self.connection_detail = ""
+            self.last_error = None
+            self.failures = 0
 
     def age(self, now: float) -> float | None:
         """Seconds since the last good poll, or None before the first one."""

@@ -68,3 +68,31 @@ async def test_env_and_config_on_real_cluster(rv_home: Path) -> None:
             assert "b200x" not in text
     finally:
         await app.cluster.close()
+
+
+async def test_reconnect_banner_follows_the_pool(rv_home: Path, tmp_path: Path) -> None:
+    """Killing our own sshd session shows the banner at once (no poll runs: interval 1 h) and
+    the reconnect clears it; the panes keep their data throughout."""
+    from tests.test_remote_pool import kill_own_session
+
+    cluster = await open_cluster(load_config(rv_home / "config.toml"))
+    app = RvApp(cluster, config_path=rv_home / "config.toml", poll_interval=3600.0,
+                probe_windows=False, cwd=tmp_path)
+    try:
+        async with app.run_test(size=(160, 48)) as pilot:
+            await flows.wait_for(pilot, lambda: app.state.snapshot, "first poll", 60)
+            rows = app.query_one("#cluster-table").row_count
+            polls = app.poller.polls
+            banner = app.query_one("#reconnect-banner")
+            assert not banner.display and banner.shown == 0
+            kill_own_session(cluster.pool)
+            await flows.wait_for(pilot, lambda: banner.shown > 0, "the reconnect banner", 30)
+            assert "reconnecting" in app.state.transitions
+            assert app.poller.polls == polls  # the pool told us; no poll had to fail first
+            await flows.wait_for(pilot, lambda: app.state.connection == "connected"
+                                 and not banner.display, "the banner to clear", 60)
+            assert app.query_one("#cluster-table").row_count == rows
+            await flows.wait_for(pilot, lambda: app.poller.polls > polls, "a refresh after reconnecting", 60)
+            assert "connected" in str(app.query_one("#statusbar").render())
+    finally:
+        await cluster.close()

@@ -11,6 +11,7 @@ _CONN_STYLE = {
     "connected": ("●", "bold green"),
     "connecting": ("◌", "bold yellow"),
     "reconnecting": ("◌", "bold yellow"),
+    "lost": ("✗", "bold red"),
 }
 
 
@@ -31,7 +32,7 @@ class StatusBar(Static):
     def show(self, name: str, user: str, state: AppState, now: float) -> None:
         dot, style = _CONN_STYLE.get(state.connection, ("✗", "bold red"))
         conn = state.connection
-        if state.connection == "reconnecting":
+        if state.connection == "reconnecting" and state.failures:
             conn = f"reconnecting (try {state.failures})"
         updated = "–"
         if state.snapshot is not None:
@@ -57,10 +58,15 @@ class DemoBanner(Static):
 
 
 class ReconnectBanner(Static):
-    """Shown while polls fail: the panes keep their last data."""
+    """Shown while the connection is down (the pool said so, or polls fail): panes keep their
+    last data."""
+
+    shown = 0  # how many times it was drawn (tests see a short outage this way)
 
     def show(self, state: AppState, now: float) -> None:
+        self.shown += 1
         age = state.age(now)
         kept = f"showing data from {_age(age)}" if age is not None else "no data yet"
-        self.update(Text.assemble(("⚠ connection lost — reconnecting… ", "bold"),
-                                  (f"{kept}; {state.last_error or ''}", "")))
+        head = ("⚠ connection lost — gave up reconnecting: " if state.connection == "lost"
+                else "⚠ connection lost — reconnecting… ")
+        self.update(Text.assemble((head, "bold"), (f"{kept}; {state.last_error or ''}", "")))
