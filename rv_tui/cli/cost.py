@@ -1,12 +1,17 @@
-"""``rv cost``: SUs for a job shape, per GPU type, from the one GPU table (no cluster needed).
+"""``rv cost``: SUs for a job shape, per GPU type, from the one GPU table.
 
 SU = rate x GPUs x hours.  Without ``-t`` every type that can take the GPU count is listed,
-cheapest first; MIG is shown as free.
+cheapest first; MIG is shown as free.  When a cluster is configured (or with ``--demo``) the
+account's remaining SU balance is read with the site tool ``allocations`` and each estimate says
+whether it fits; an unreachable cluster or one without the tool only drops that part
+(``--offline`` skips the lookup).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import sys
 from typing import Any
 
 from rv_tui.cli.plan_view import table
@@ -20,8 +25,55 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-g", "--gpu", type=int, default=1, metavar="N", help="GPUs (default 1)")
     p.add_argument("-t", "--type", default=None, metavar="TYPE", help="one GPU type (default: all)")
     p.add_argument("--time", default="2:59:00", metavar="DURATION", help="walltime (default 2:59:00)")
+    p.add_argument("--account", default=None, help="whose SU balance to compare with (default from config)")
+    p.add_argument("--offline", action="store_true", help="do not ask the cluster for the SU balance")
     p.add_argument("--json", action="store_true", help="machine-readable JSON on stdout")
     p.set_defaults(func=main)
+
+
+#: The whole balance lookup (connect + allocations) gives up after this long.
+BALANCE_TIMEOUT_S = 25.0
+
+
+async def fetch_balance(args: argparse.Namespace) -> tuple[dict[str, Any] | None, str | None]:
+    """(the account's ``allocations`` row as JSON, why it is missing); never raises.
+
+    Nothing is asked when no cluster is configured (the demo is used only with ``--demo``).
+    """
+    from rv_tui.cli.common import cluster_from_args, load
+    from rv_tui.slurm.site import fetch_site_info
+
+    if args.offline:
+        return None, None
+    try:
+        config = load(args)
+    except Exception as exc:  # noqa: BLE001 - cost works without a config
+        return None, f"config: {exc}"
+    if not getattr(args, "demo", False) and (config is None or config.connection is None):
+        return None, None
+    account = args.account or (config.defaults.account if config is not None else None)
+
+    async def ask() -> tuple[dict[str, Any] | None, str | None]:
+        async with cluster_from_args(args) as cluster:
+            site = await fetch_site_info(cluster)
+        acct = site.account(account)
+        if acct is None:
+            return None, site.error or "the cluster has no `allocations` tool (or lists no account)"
+        return acct.to_json(), None
+
+    try:
+        return await asyncio.wait_for(ask(), BALANCE_TIMEOUT_S)
+    except asyncio.TimeoutError:
+        return None, f"the cluster did not answer within {BALANCE_TIMEOUT_S:.0f} s"
+    except Exception as exc:  # noqa: BLE001 - the balance is optional
+        return None, getattr(exc, "message", None) or str(exc) or type(exc).__name__
+
+
+def with_balance(rows: list[dict[str, Any]], balance: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Each row plus ``fits_balance`` (None when the balance is unknown)."""
+    avail = balance["available_su"] if balance else None
+    return [{**r, "fits_balance": None if avail is None else (r["free"] or r["total_su"] <= avail)}
+            for r in rows]
 
 
 def cost_rows(gpus: int, time_s: int, gpu_type: str | None = None) -> list[dict[str, Any]]:
@@ -51,13 +103,25 @@ def cost_rows(gpus: int, time_s: int, gpu_type: str | None = None) -> list[dict[
     return rows
 
 
-def render(rows: list[dict[str, Any]], gpus: int, time_s: int) -> str:
+def render(rows: list[dict[str, Any]], gpus: int, time_s: int, balance: dict[str, Any] | None = None) -> str:
+    from rv_tui.slurm.site import format_su
+
     body = [[r["gpu_type"], f"{r['vram_gb']} GB",
              "free" if r["free"] else f"{r['su_per_gpu_hour']:,.2f}",
              "free" if r["free"] else f"{r['su_per_hour']:,.2f}",
              "free" if r["free"] else f"{r['total_su']:,.2f}"] for r in rows]
+    headers = ["type", "VRAM", "SU/GPU-h", "SU/h", "total SU"]
+    if balance is not None:
+        headers.append("fits balance")
+        for cells, r in zip(body, rows):
+            cells.append("yes" if r.get("fits_balance") else "NO")
     head = f"{gpus} GPU(s) for {format_slurm(time_s)}"
-    return head + "\n" + table(["type", "VRAM", "SU/GPU-h", "SU/h", "total SU"], body, {1, 2, 3, 4})
+    text = head + "\n" + table(headers, body, {1, 2, 3, 4})
+    if balance is not None:
+        fit = sum(1 for r in rows if r.get("fits_balance"))
+        text += (f"\n\nAccount {balance['account']} | {format_su(balance['available_su'])} SUs remaining"
+                 f" ({fit} of {len(rows)} type(s) fit)")
+    return text
 
 
 async def main(args: argparse.Namespace) -> int:
@@ -66,10 +130,15 @@ async def main(args: argparse.Namespace) -> int:
     except RvError as exc:
         raise RvError(f"--time: {exc.message}", hint=exc.hint) from None
     rows = cost_rows(args.gpu, time_s, args.type)
+    balance, why = await fetch_balance(args)
+    rows = with_balance(rows, balance)
     if args.json:
         from rv_tui.cli.common import print_json
 
-        print_json({"gpus": args.gpu, "time_s": time_s, "types": rows})
+        print_json({"gpus": args.gpu, "time_s": time_s, "types": rows, "balance": balance,
+                    "balance_error": why})
     else:
-        print(render(rows, args.gpu, time_s))
+        print(render(rows, args.gpu, time_s, balance))
+        if why:
+            print(f"rv: note: SU balance not shown: {why}", file=sys.stderr)
     return 0

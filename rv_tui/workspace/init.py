@@ -16,6 +16,7 @@ from rv_tui.cluster.base import Cluster
 from rv_tui.config import Config, ConfigDocument, config_path, generate_token, write_default_config
 from rv_tui.errors import RvError
 from rv_tui.quoting import q
+from rv_tui.slurm.site import allocation_accounts as parse_allocations  # names only; one parser
 from rv_tui.workspace.caches import CacheLink, ensure_remote_setup
 
 COMPUTING_ID_RE = re.compile(r"^[a-z]{2,3}\d[a-z]{2,3}$")
@@ -78,23 +79,6 @@ def copy_key_command(key: Path, user: str, hostname: str, port: int | None = Non
     if port:
         argv += ["-p", str(port)]
     return argv + [f"{user}@{hostname}"]
-
-
-def parse_allocations(text: str) -> list[str]:
-    """Account names from UVA's ``allocations`` table (rows after the dashed rule)."""
-    accounts: list[str] = []
-    started = False
-    for line in text.splitlines():
-        s = line.strip()
-        if not started:
-            started = s.startswith("---")
-            continue
-        if not s:
-            break
-        name = s.split()[0]
-        if re.fullmatch(r"[A-Za-z0-9._-]+", name):
-            accounts.append(name)
-    return accounts
 
 
 async def discover_accounts(cluster: Cluster) -> list[str]:

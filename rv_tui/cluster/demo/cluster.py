@@ -203,6 +203,9 @@ class DemoCluster:
 
     async def exec(self, command: str, *, timeout: float | None = None) -> ExecResult:
         self._sync()
+        site = _site_tools(command, self.user)
+        if site is not None:  # UVA's allocations/hdquota, so rv status and rv cost show them too
+            return ExecResult(command=command, exit_status=0, stdout=site, stderr="")
         status, out, err = self.shell.run(command, to_datetime(self.sim.t))
         return ExecResult(command=command, exit_status=status, stdout=out, stderr=err)
 
@@ -219,3 +222,22 @@ class DemoCluster:
 
     def __repr__(self) -> str:
         return f"DemoCluster(seed={self.seed}, speed={self.speed}, t={to_datetime(self.sim.t)})"
+
+
+def _site_tools(command: str, user: str) -> str | None:
+    """Fixed, plausible output of the site tools (``allocations``, ``hdquota``, or both as
+    :data:`rv_tui.slurm.site.SITE_COMMAND` runs them); None for any other command."""
+    from rv_tui.slurm.site import SITE_COMMAND, SITE_DELIMITER
+
+    alloc = (f"Account                      Balance        Reserved       Available\n"
+             f"-----------------          ---------       ---------       ---------\n"
+             f"{user + '_lab':<24}{100000:>12}{1536:>16}{73412:>16}\n\n"
+             "for more information about a specific allocation,\n"
+             "run: 'allocations -a <allocation name>'\n")
+    quota = ("Storage Type                    Location                 Size       Used      Avail   Use%\n"
+             + "-" * 92 + "\n"
+             + f"{'Home Directory':<32}{'/home/' + user:<22}{'200 GB':>9}{'131.4 GB':>11}{'68.6 GB':>11}{'66%':>7}\n"
+             + f"{'Scratch Directory':<32}{'/scratch/' + user:<22}{'10 TB':>9}{'2.1 TB':>11}{'7.9 TB':>11}{'21%':>7}\n")
+    if command == SITE_COMMAND:
+        return f"{alloc}{SITE_DELIMITER}\n{quota}"
+    return {"allocations": alloc, "hdquota": quota}.get(command.strip())
