@@ -13,9 +13,10 @@ import pytest
 from rv_tui.cli.main import main as rv_main
 from rv_tui.cli.status import render_site
 from rv_tui.cluster.base import ExecResult
+from rv_tui.account import fetch_site_info, format_size
 from rv_tui.slurm.site import (
-    SITE_COMMAND, SITE_DELIMITER, SiteInfo, allocation_accounts, fetch_site_info, format_size,
-    parse_allocations, parse_hdquota, parse_site_output,
+    SITE_COMMAND, SITE_DELIMITER, SiteInfo, allocation_accounts, parse_allocations, parse_hdquota,
+    parse_site_output,
 )
 
 ALLOCATIONS = """Account                      Balance        Reserved       Available

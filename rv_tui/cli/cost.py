@@ -41,7 +41,7 @@ async def fetch_balance(args: argparse.Namespace) -> tuple[dict[str, Any] | None
     Nothing is asked when no cluster is configured (the demo is used only with ``--demo``).
     """
     from rv_tui.cli.common import cluster_from_args, load
-    from rv_tui.slurm.site import fetch_site_info
+    from rv_tui.account import fetch_site_info
 
     if args.offline:
         return None, None
@@ -104,7 +104,7 @@ def cost_rows(gpus: int, time_s: int, gpu_type: str | None = None) -> list[dict[
 
 
 def render(rows: list[dict[str, Any]], gpus: int, time_s: int, balance: dict[str, Any] | None = None) -> str:
-    from rv_tui.slurm.site import format_su
+    from rv_tui.account import format_su
 
     body = [[r["gpu_type"], f"{r['vram_gb']} GB",
              "free" if r["free"] else f"{r['su_per_gpu_hour']:,.2f}",

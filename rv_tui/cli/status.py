@@ -17,7 +17,7 @@ from typing import Any
 from rv_tui.cli.plan_view import table
 from rv_tui.errors import RvError
 from rv_tui.gpus import GPU_SPECS
-from rv_tui.slurm.site import SiteInfo, fetch_site_info, format_size, format_su
+from rv_tui.account import SiteInfo, fetch_site_info, format_size, format_su
 
 
 def register(sub: argparse._SubParsersAction) -> None:

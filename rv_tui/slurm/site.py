@@ -1,9 +1,9 @@
 """UVA site tools: ``allocations`` (SU balance per account) and ``hdquota`` (storage use).
 
 Why a module of its own: these are not Slurm commands, and a plain Slurm cluster does not have
-them.  Everything here is optional by design: :func:`fetch_site_info` never raises, and a cluster
-without the tools (or a tool that fails, hangs or prints something unexpected) yields an empty
-:class:`SiteInfo`, which the faces simply leave out.  Both tools run in one round trip.
+them.  This module is pure (the command string and text -> dataclass parsers); fetching over a
+:class:`~rv_tui.cluster.base.Cluster` is :func:`rv_tui.account.fetch_site_info`.  Output that is not
+the expected table (a missing tool, shell noise) parses to nothing, so the faces leave it out.
 """
 
 from __future__ import annotations
@@ -11,8 +11,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from typing import Any
-
-from rv_tui.cluster.base import Cluster
 
 #: Splits the combined output of :data:`SITE_COMMAND` (never printed by either tool).
 SITE_DELIMITER = "___RV_SITE_HDQUOTA___"
@@ -147,31 +145,5 @@ def parse_site_output(stdout: str) -> SiteInfo:
     return SiteInfo(tuple(parse_allocations(alloc)), tuple(parse_hdquota(quota)))
 
 
-async def fetch_site_info(cluster: Cluster, *, timeout: float = SITE_TIMEOUT_S) -> SiteInfo:
-    """Both site tools in one round trip over the cluster's connection; never raises."""
-    try:
-        res = await cluster.exec(SITE_COMMAND, timeout=timeout)
-    except Exception as exc:  # noqa: BLE001 - optional information must not fail a command
-        return SiteInfo(error=str(exc) or type(exc).__name__)
-    return parse_site_output(res.stdout)
-
-
-def format_su(value: float) -> str:
-    """``87,654`` (SUs are whole numbers on Rivanna; fractions are shown when present)."""
-    return f"{value:,.0f}" if float(value).is_integer() else f"{value:,.2f}"
-
-
-def format_size(n_bytes: int, unit_of: int | None = None) -> str:
-    """``12.5 GB`` / ``1.2 TB`` in binary units (the same multipliers the parser used), choosing
-    the unit from ``unit_of`` when given so used/total read in one unit."""
-    ref = n_bytes if unit_of is None else unit_of
-    for unit, mult in (("PB", 1024 ** 5), ("TB", 1024 ** 4), ("GB", 1024 ** 3), ("MB", 1024 ** 2), ("KB", 1024)):
-        if ref >= mult:
-            v = n_bytes / mult
-            return f"{v:.1f} {unit}".replace(".0 ", " ")
-    return f"{n_bytes} B"
-
-
 __all__ = ["Allocation", "SITE_COMMAND", "SITE_DELIMITER", "SITE_TIMEOUT_S", "SiteInfo", "StorageQuota",
-           "allocation_accounts", "fetch_site_info", "format_size", "format_su", "parse_allocations",
-           "parse_hdquota", "parse_site_output"]
+           "allocation_accounts", "parse_allocations", "parse_hdquota", "parse_site_output"]
