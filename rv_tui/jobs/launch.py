@@ -36,6 +36,7 @@ class Launch:
     group_id: str
     kind: str  # "run" | "up"
     dry_run: bool = False
+    preflight: Any | None = None  # rv_tui.jobs.preflight.PreflightReport (>= 4 GPUs, local .py entry)
 
     @property
     def name(self) -> str:
@@ -68,6 +69,7 @@ class Launch:
         return {
             "name": self.name, "kind": self.kind, "command": self.request.command,
             "group_id": None if self.dry_run else self.group_id,
+            "preflight": self.preflight.to_json() if self.preflight is not None else None,
             "workspace": None if ws is None else {
                 "project": ws.project.name if ws.project else None,
                 "branch": ws.project.branch if ws.project else None,
@@ -147,11 +149,26 @@ async def prepare_launch(cluster: Cluster, config: Config | None, request: Reque
 
     ``command`` None (or ``request.command`` None) means an interactive hold (``rv up``): no
     workspace.  ``workspace=False`` runs the command as given in ``$HOME`` (no sync).  The plan is
-    made first so an unsatisfiable request fails before any upload.
+    made first so an unsatisfiable request fails before any upload.  Requests of >= 4 GPUs with a
+    local ``.py`` entry get the preflight first (:mod:`rv_tui.jobs.preflight`): its warnings are
+    said, and an inference-only script races single-node strategies only.
     """
     command = command if command is not None else request.command
     if command is not None and request.command != command:
         request = request.with_(command=command)
+    from rv_tui.jobs.preflight import apply_preflight, run_preflight
+
+    report = run_preflight(request, command, cwd if cwd is not None else Path.cwd())
+    for warning in report.warnings:
+        if say is not None:
+            say(f"warning: {warning}")
+    if report.single_node_reason:
+        request = apply_preflight(request, report)
+        if say is not None:
+            say(f"note: {report.single_node_reason}")
+    if plan is not None and request.single_node and any(s.multi_node for s in plan.strategies):
+        single = [s for s in plan.strategies if not s.multi_node]
+        plan = replace(plan, request=request, strategies=single) if single else None
     if plan is None:
         from rv_tui.allocator.plan import make_plan
 
@@ -169,7 +186,8 @@ async def prepare_launch(cluster: Cluster, config: Config | None, request: Reque
     ctx = job_context(cluster, config, request, gid, name=job_name, workspace=ws)
     entries = entries_for_context(ctx, list(plan.strategies))
     return Launch(request=request, plan=plan, workspace=ws, context=ctx, entries=entries, group_id=gid,
-                  kind="run" if command is not None else "up", dry_run=dry_run)
+                  kind="run" if command is not None else "up", dry_run=dry_run,
+                  preflight=report if report.entry is not None else None)
 
 
 def with_strategies(launch: Launch, strategies: Sequence[Strategy]) -> Launch:
