@@ -4,7 +4,10 @@ Without ``-f`` it submits, records the group and returns at once (the on-cluster
 sure exactly one strategy runs the command and the winner cancels its siblings, even with the
 laptop closed).  With ``-f`` it watches the race, follows the winner's logs and exits with the
 job's real exit code (a killed, cancelled or timed-out job is non-zero), printing lines the way
-``rv logs`` does (``[nodeN]``/``[stderr]`` prefixes, progress bars collapsed).
+``rv logs`` does (``[nodeN]``/``[stderr]`` prefixes, progress bars collapsed).  A followed job
+that fails with a GPU hardware error (``CUDA error: unknown error``, ``GPU has fallen off the
+bus``, ...) within its first minutes is raced again without the failed node(s), at most twice
+(``--no-retry`` turns this off; see :mod:`rv_tui.jobs.retry`).
 
 Before submitting, the shared launch assembly (:func:`rv_tui.jobs.launch.prepare_launch`, which
 the TUI calls too) syncs the project, installs dependencies and snapshots ``code/``; every sibling
@@ -171,6 +174,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_request_options(p)
     p.add_argument("-f", "--follow", action="store_true",
                    help="wait for the winner, follow its logs, exit with its exit code")
+    p.add_argument("--no-retry", dest="retry", action="store_false",
+                   help="with -f: do not re-race a job that failed with a GPU hardware error")
     p.add_argument("--no-sync", dest="sync", action="store_false",
                    help="run the command as given in your remote home: no code sync, venv or snapshot")
     p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="CMD")
@@ -197,8 +202,49 @@ async def main(args: argparse.Namespace) -> int:
         if args.dry_run:
             print_launch(launch, args.json)
             return 0
+        if args.follow and getattr(args, "retry", True):
+            return await run_with_hardware_retry(cluster, launch, args)
         return await run_race(cluster, launch.entries, args, launch.request, launch.group_id,
                               follow=args.follow, launch=launch)
+
+
+async def run_with_hardware_retry(cluster: Cluster, launch: _launch.Launch, args: argparse.Namespace) -> int:
+    """``rv run -f``, racing again without the failed node(s) after a GPU hardware failure."""
+    from rv_tui.jobs import retry as hw
+
+    decisions: list[hw.RetryDecision] = []
+    attempt = 0
+    last: dict[str, Any] = {}
+
+    def done(code: int) -> int:
+        if args.json and "json" in last:
+            print_json({**last["json"], "retries": [d.to_json() for d in decisions]})
+        return code
+
+    while True:
+        last.clear()
+        code = await run_race(cluster, launch.entries, args, launch.request, launch.group_id, follow=True,
+                              launch=launch, finished=last)
+        result: RaceResult | None = last.get("result")
+        if code == 0 or result is None or result.winner_id is None:
+            return done(code)
+        winner = last.get("winner")
+        info = result.winner_info
+        decision = await hw.diagnose(
+            cluster, result.winner_id, attempt=attempt, name=winner.submission.name if winner else None,
+            nodes=tuple(info.nodes) if info else (), num_nodes=winner.submission.nodes if winner else None)
+        decisions.append(decision)
+        if not decision.retry:
+            if decision.hardware and not args.json:
+                err(f"rv: not retrying: {decision.reason}")
+            return done(code)
+        if not args.json:
+            ran = f" after {decision.runtime_s} s" if decision.runtime_s is not None else ""
+            err(f"rv: GPU hardware error on {', '.join(decision.failed_nodes)}{ran}: {decision.evidence}")
+            err(f"rv: retry {attempt + 1}/{hw.MAX_RETRIES}: racing again without "
+                f"{', '.join(hw.union_excludes(launch.request.exclude_nodes, decision.failed_nodes))}")
+        launch = await hw.relaunch(cluster, launch, decision.failed_nodes, max_strategies=args.max_strategies)
+        attempt += 1
 
 
 def print_launch(launch: _launch.Launch, as_json: bool) -> None:
@@ -232,8 +278,11 @@ def print_launch(launch: _launch.Launch, as_json: bool) -> None:
 
 async def run_race(cluster: Cluster, entries: list[RaceEntry], args: argparse.Namespace, request: Request,
                    group_id: str, *, follow: bool, store: GroupStore | None = None,
-                   launch: _launch.Launch | None = None) -> int:
-    """Race ``entries``: without ``follow`` return after submission; with it, wait and follow."""
+                   launch: _launch.Launch | None = None, finished: dict[str, Any] | None = None) -> int:
+    """Race ``entries``: without ``follow`` return after submission; with it, wait and follow.
+
+    ``finished`` (a dict), for the hardware retry, receives ``result`` (the :class:`RaceResult`),
+    ``winner`` (its entry) and ``json`` (the final ``--json`` object, then not printed here)."""
     store = store or GroupStore()
     timeout = parse_duration(args.wait_timeout) if getattr(args, "wait_timeout", None) else None
     race = Race(cluster, entries, group_id=group_id, kind="run", name=request.name or entries[0].submission.name,
@@ -277,7 +326,10 @@ async def run_race(cluster: Cluster, entries: list[RaceEntry], args: argparse.Na
     ended = await follow_job(cluster, result.winner_id, quiet=args.json, multi_node=multi)
     code = ended.exit_code if ended is not None else 1
     state = ended.state if ended is not None else "UNKNOWN"
-    if args.json:
+    if finished is not None:
+        finished.update(result=result, winner=winner, json={**race_summary(result), "state": state,
+                                                            "exit_code": code})
+    elif args.json:
         print_json({**race_summary(result), "state": state, "exit_code": code})
     else:
         err(f"rv: job {result.winner_id} finished: {state} (exit {code})")
