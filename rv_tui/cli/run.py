@@ -329,10 +329,10 @@ async def run_race(cluster: Cluster, entries: list[RaceEntry], args: argparse.Na
     if finished is not None:
         finished.update(result=result, winner=winner, json={**race_summary(result), "state": state,
                                                             "exit_code": code})
-    elif args.json:
-        print_json({**race_summary(result), "state": state, "exit_code": code})
-    else:
+    if not args.json:
         err(f"rv: job {result.winner_id} finished: {state} (exit {code})")
+    elif finished is None:
+        print_json({**race_summary(result), "state": state, "exit_code": code})
     return code
 
 
