@@ -149,6 +149,8 @@ class RvApp(App[int]):
 
     # ------------------------------------------------------------------ status
     def _render_status(self) -> None:
+        if self._shutting_down():  # the age tick can fire while the screens are being removed
+            return
         now = self.clock()
         self._q(StatusBar).show(self.cluster.name, self.cluster.user, self.state, now)
         banner = self._q(ReconnectBanner)
@@ -270,9 +272,11 @@ class RvApp(App[int]):
         self._race_holder: dict[str, Any] = {}
         self.action_show_pane("race")
         self._q(RacePane).preparing()
+        # not exclusive: a new launch must never cancel an earlier request still racing (its
+        # worker keeps running; the Race pane shows the newest launch)
         self.start_worker(workers.run_race(self, self.cluster, plan, request, self.load_config(),
                                            self._race_holder, cwd=self.cwd),
-                          group="race", exclusive=True)
+                          group="race", exclusive=False)
 
     def on_launch_note(self, message: m.LaunchNote) -> None:
         if self._shutting_down():
@@ -303,10 +307,13 @@ class RvApp(App[int]):
     def on_race_event_arrived(self, message: m.RaceEventArrived) -> None:
         if self._shutting_down():
             return
-        self._q(RacePane).apply(message.event)
-        if str(message.event.kind) == "winner":
+        if str(message.event.kind) == "winner":  # also for an earlier launch racing behind
             self.notify(f"{message.event.label} won: job {message.event.job_id}", title="race won")
             self.poller.poke()
+        race_pane = self._q(RacePane)
+        if message.group_id is not None and race_pane.group_id not in (None, message.group_id):
+            return  # an earlier launch, still racing in the background
+        race_pane.apply(message.event)
 
     def on_race_finished(self, message: m.RaceFinished) -> None:
         if self._shutting_down():

@@ -88,11 +88,12 @@ class RaceStarted(Message):
 
 
 class RaceEventArrived(Message):
-    """One event from the race engine."""
+    """One event from the race engine (``group_id``: which launch; several can race at once)."""
 
-    def __init__(self, event: Any) -> None:
+    def __init__(self, event: Any, group_id: str | None = None) -> None:
         super().__init__()
         self.event = event
+        self.group_id = group_id
 
 
 class RaceFinished(Message):

@@ -175,7 +175,7 @@ async def run_race(target: MessagePump, cluster: Cluster, plan: Any, request: An
     try:
         async with race:
             async for event in race:
-                target.post_message(m.RaceEventArrived(event))
+                target.post_message(m.RaceEventArrived(event, launch.group_id))
                 if event.kind is RaceEventKind.SUBMITTED and not recorded:
                     recorded = True  # every id is known once the first arrives (one sbatch batch)
                     problem = await launch.record_jobs(cluster, race.job_ids)

@@ -16,9 +16,6 @@ from rv_tui.tui import scenes
 
 @pytest.mark.parametrize("name", list(scenes.SCENES))
 def test_pane_snapshot(name: str, snap_compare, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import rv_tui.jobs.store as store
-
     monkeypatch.setenv("RV_HOME", str(tmp_path))
-    monkeypatch.setattr(store, "new_group_id", scenes.fixed_group_id)
-    app = scenes.scene_app(tmp_path / "home", fix_group_ids=False)
+    app = scenes.scene_app(tmp_path / "home", patch=monkeypatch.setattr)  # undone after the test
     assert snap_compare(app, terminal_size=scenes.SIZE, run_before=scenes.SCENES[name])

@@ -43,14 +43,27 @@ def reason_text(reason: str | None) -> str:
     return _rt(reason)
 
 
-def group_index(jobs: list[JobInfo]) -> dict[str, Any]:
-    """job id -> GroupRecord from the local store (empty if the store is unreadable)."""
+def store_records() -> list[Any]:
+    """Every request in the local store, newest first (empty if the store is unreadable)."""
     try:
         from rv_tui.jobs.store import GroupStore
 
-        return GroupStore().job_index()
+        return sorted(GroupStore().all(), key=lambda r: r.created_at, reverse=True)
     except Exception:  # noqa: BLE001 - a broken store must not break the pane
-        return {}
+        return []
+
+
+def group_index(jobs: list[JobInfo], records: list[Any] | None = None) -> dict[str, Any]:
+    """job id -> GroupRecord from the local store."""
+    out: dict[str, Any] = {}
+    for rec in records if records is not None else store_records():
+        for jid in rec.job_ids:
+            out.setdefault(jid, rec)
+    return out
+
+
+#: Finished requests (no job left in the queue) listed under the live ones.
+RECENT_FINISHED = 3
 
 
 def eta(job: JobInfo, now: datetime | None) -> str:
@@ -84,22 +97,26 @@ class JobsPane(Vertical):
         table = self.query_one("#jobs-table", DataTable)
         jobs = sorted(state.jobs, key=lambda j: j.job_id)
         self.jobs = {j.job_id: j for j in jobs}
-        self.groups = group_index(jobs)
+        records = store_records()
+        self.groups = group_index(jobs, records)
         now = state.snapshot.taken_at if state.snapshot else None
         selected = self.selected_job_id()
         table.clear()
         grouped: dict[str, list[JobInfo]] = {}
         titles: dict[str, str] = {}
+        commands: dict[str, str] = {}  # shown in the wide column so the job column stays narrow
         for job in jobs:
             rec = self.groups.get(job.job_id)
             key = rec.id if rec else "_other"
             grouped.setdefault(key, []).append(job)
             if rec:
-                titles[key] = f"▾ {rec.name}  [{rec.state}]" + (f"  {rec.command}" if rec.command else "")
+                titles[key] = f"▾ {rec.name}  [{rec.state}]"
+                commands[key] = rec.command or ""
         order = [k for k in grouped if k != "_other"] + (["_other"] if "_other" in grouped else [])
         for key in order:
             title = titles.get(key, "▾ other jobs")
-            table.add_row(Text(title, style="bold"), "", "", "", "", "", "", "", key=f"group:{key}")
+            table.add_row(Text(title, style="bold"), "", "", "", "",
+                          Text(commands.get(key, ""), style="bold"), "", "", key=f"group:{key}")
             for job in grouped[key]:
                 where = ", ".join(job.nodes) if job.nodes else reason_text(job.reason)
                 table.add_row(
@@ -110,6 +127,17 @@ class JobsPane(Vertical):
                     eta(job, now), format_human(job.elapsed_s) if job.elapsed_s else "",
                     key=job.job_id,
                 )
+        cluster_name = getattr(getattr(self.app, "cluster", None), "name", None)
+        finished = [r for r in records if r.id not in grouped and r.winner
+                    and (not r.cluster or r.cluster == cluster_name)][:RECENT_FINISHED]
+        for rec in finished:
+            table.add_row(Text(f"▸ {rec.name}  [finished]", style="bold dim"), "", "", "", "",
+                          Text(rec.command or "", style="dim"), "", "", key=f"group:{rec.id}")
+            self.groups.setdefault(rec.winner, rec)
+            table.add_row(Text(f"  {rec.winner}", style="dim"), Text(rec.name, style="dim"),
+                          Text("ENDED", style="blue"), "", "",
+                          Text("left the queue · l: its output", style="dim italic"), "", "",
+                          key=rec.winner)
         running = sum(1 for j in jobs if j.state == "RUNNING")
         pending = sum(1 for j in jobs if j.state == "PENDING")
         self.query_one("#jobs-title", Static).update(Text.assemble(

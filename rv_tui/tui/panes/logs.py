@@ -160,5 +160,5 @@ class LogsPane(Vertical):
         self.set_interval(0.5, self._tick)
 
     def _tick(self) -> None:
-        if self.job_id is not None:
+        if self.job_id is not None and self.app.is_running:  # not while tearing down
             self._render_header()

@@ -44,6 +44,16 @@ _GLYPH = {"SUBMITTING": "…", "PENDING": "◌", "STARTED": "▶", "RUNNING": "�
           "CANCELLED": "✗", "FAILED": "✗", "REFUSED": "✗"}
 
 
+def _offset(seconds: float) -> str:
+    """``+4.2s``, ``+44m00s``, ``+1h02m``: time since the launch, compact and fixed-ish width."""
+    s = max(0.0, seconds)
+    if s < 60:
+        return f"+{s:.1f}s"
+    if s < 3600:
+        return f"+{int(s // 60)}m{int(s % 60):02d}s"
+    return f"+{int(s // 3600)}h{int(s % 3600 // 60):02d}m"
+
+
 class RacePane(Vertical):
     BINDINGS = [
         Binding("l", "logs", "Winner logs"),
@@ -159,7 +169,11 @@ class RacePane(Vertical):
             elif kind == "failed":
                 cancelled = "cancel" in (event.message or "").lower()
                 lane.state = "CANCELLED" if cancelled else "FAILED"
-                lane.error, lane.ended_clock = event.message, now
+                lane.ended_clock = now
+                if not cancelled:  # a cancelled loser keeps its last "why pending" in the table
+                    lane.error = event.message
+                else:
+                    kind = "cancelled"
         if kind in ("no_winner", "timeout"):
             self.outcome = kind.replace("_", " ")
         text = event.describe() if hasattr(event, "describe") else str(event)
@@ -225,7 +239,7 @@ class RacePane(Vertical):
                    "timeout": "bold red", "start": "bold"}
         t0 = self.started_clock or now
         for when, kind, text in self.timeline[-200:]:
-            events.append(f"+{when - t0:6.1f}s ", style="dim")
+            events.append(f"{_offset(when - t0):>8} ", style="dim")
             events.append(f"{text}\n", style=colours.get(kind, ""))
         self.query_one("#race-events", Static).update(events)
         self.query_one("#race-timeline", VerticalScroll).scroll_end(animate=False)
