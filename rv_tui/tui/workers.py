@@ -170,7 +170,8 @@ async def run_race(target: MessagePump, cluster: Cluster, plan: Any, request: An
         return
     if holder is not None:
         holder["race"] = race
-    target.post_message(m.RaceStarted(launch.group_id, list(plan.strategies)))
+    # the lanes are what is really submitted (preflight may narrow the previewed plan)
+    target.post_message(m.RaceStarted(launch.group_id, [e.strategy for e in launch.entries]))
     recorded = False
     try:
         async with race:
