@@ -154,3 +154,30 @@ def clean_queue(slurm_cluster: ClusterInfo) -> Iterator[None]:
     load.clear(users=users)
     yield
     load.clear(users=users)
+
+
+@pytest.fixture
+def own_jobs(rv_home: Path) -> Iterator[None]:
+    """Cancel, after the test, only the jobs its race groups submitted (found in RV_HOME/groups).
+
+    Unlike ``clean_queue`` this never touches other sessions' jobs on the shared cluster.
+    """
+    yield
+    import asyncio
+
+    ids = [j["job_id"] for p in (rv_home / "groups").glob("*.json")
+           for j in json.loads(p.read_text()).get("jobs", []) if j.get("job_id")]
+    if not ids:
+        return
+
+    async def cancel() -> None:
+        from rv_tui.cluster import open_cluster
+        from rv_tui.config import load_config
+
+        cluster = await open_cluster(load_config())
+        try:
+            await cluster.cancel(ids)
+        finally:
+            await cluster.close()
+
+    asyncio.run(cancel())

@@ -33,27 +33,6 @@ def outside_project(tmp_path, monkeypatch):
     return work
 
 
-@pytest.fixture
-def own_jobs(rv_home):
-    """Cancel only the jobs this test's groups submitted (other sessions share the cluster)."""
-    yield
-    import asyncio
-
-    ids = [j["job_id"] for p in (rv_home / "groups").glob("*.json")
-           for j in json.loads(p.read_text())["jobs"] if j.get("job_id")]
-    if ids:
-        async def cancel() -> None:
-            from rv_tui.cluster import open_cluster
-            from rv_tui.config import load_config
-
-            c = await open_cluster(load_config())
-            try:
-                await c.cancel(ids)
-            finally:
-                await c.close()
-        asyncio.run(cancel())
-
-
 def test_split_command_and_misplaced_flags():
     assert split_command(["--", "python", "t.py", "--lr", "3"]) == ("python t.py --lr 3", [])
     assert split_command(["echo hi && ls"]) == ("echo hi && ls", [])

@@ -151,29 +151,8 @@ async def test_diagnose_respects_the_runtime_window(tmp_path) -> None:
 # ----------------------------------------------------------------------------- real cluster
 
 
-@pytest.fixture
-def own_groups(rv_home):
-    """Cancel only the jobs this test's groups submitted (others share the cluster)."""
-    yield
-    import asyncio
-
-    ids = [j["job_id"] for p in (rv_home / "groups").glob("*.json")
-           for j in json.loads(p.read_text())["jobs"] if j.get("job_id")]
-    if ids:
-        async def cancel() -> None:
-            from rv_tui.cluster import open_cluster
-            from rv_tui.config import load_config
-
-            c = await open_cluster(load_config())
-            try:
-                await c.cancel(ids)
-            finally:
-                await c.close()
-        asyncio.run(cancel())
-
-
 @pytest.mark.cluster
-def test_hardware_failure_is_retried_without_the_node(capsys, rv_home, own_groups, tmp_path, monkeypatch,
+def test_hardware_failure_is_retried_without_the_node(capsys, rv_home, own_jobs, tmp_path, monkeypatch,
                                                       slurm_cluster) -> None:
     work = tmp_path / "not-a-project"
     work.mkdir()

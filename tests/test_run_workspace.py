@@ -162,24 +162,6 @@ async def test_no_keepalive_on_the_demo(demo_home):
 
 # ----------------------------------------------------------------------------- real cluster
 
-@pytest.fixture
-def own_jobs(rv_home):
-    """Cancel (only) the jobs this test's groups submitted, whatever happened."""
-    yield
-    ids = [j["job_id"] for g in groups(rv_home) for j in g["jobs"] if j.get("job_id")]
-    if ids:
-        async def cancel() -> None:
-            from rv_tui.cluster import open_cluster
-            from rv_tui.config import load_config
-
-            c = await open_cluster(load_config())
-            try:
-                await c.cancel(ids)
-            finally:
-                await c.close()
-        asyncio.run(cancel())
-
-
 def remote(capsys, *argv: str) -> str:
     code, out, err = rv(capsys, "exec", *argv)
     assert code == 0, err
