@@ -195,6 +195,22 @@ async def test_submit_failures_and_all_failed():
     assert race.result.outcome == "no_winner"
 
 
+async def test_after_submit_gets_every_id_once_and_its_problem_becomes_a_note():
+    c = Scripted()
+    c.on_poll = lambda n: n == 1 and c.states.update({"101": JobInfo("101", "t", "u", "CANCELLED", "p1")})
+    calls: list[list[str]] = []
+
+    async def after(ids: list[str]) -> str | None:
+        calls.append(ids)
+        return "snapshot record failed"
+
+    race = Race(c, entries(2), poll_interval=0.01, timeout=0.5, after_submit=after)
+    evs = await run(race)
+    assert calls == [race.job_ids] and len(calls[0]) == 2
+    notes = [e.message for e in evs if e.kind is RaceEventKind.NOTE]
+    assert "snapshot record failed" in notes
+
+
 async def test_pending_events_carry_reason_and_eta():
     c = Scripted()
     eta = datetime(2030, 1, 1, tzinfo=timezone.utc)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -156,6 +156,7 @@ class Race:
         leave: bool = False,
         claims: bool = True,
         claim_wait: float = 10.0,
+        after_submit: Callable[[list[str]], Awaitable[str | None]] | None = None,
     ) -> None:
         if not entries:
             raise ValueError("a race needs at least one entry")
@@ -175,6 +176,9 @@ class Race:
         self.leave = leave
         self.claims = claims
         self.claim_wait = claim_wait
+        #: Called once with every submitted job id right after the batch (e.g. the workspace
+        #: records them in the snapshot); a returned message becomes a NOTE event.
+        self.after_submit = after_submit
         self.result = RaceResult(group_id=self.group_id)
         self.by_id: dict[str, RaceEntry] = {}
         self.last: dict[str, JobInfo] = {}
@@ -279,6 +283,13 @@ class Race:
             for r in pub:
                 if isinstance(r, BaseException):
                     self.result.errors.append(f"remote group record not written: {r}")
+            if self.after_submit is not None:
+                try:
+                    problem = await self.after_submit(list(self.job_ids))
+                except Exception as exc:  # the jobs are submitted; say it, don't fail the race
+                    problem = f"after-submit step failed: {exc}"
+                if problem:
+                    self.result.errors.append(problem)
         for entry, res in zip(self.entries, results):
             if res.ok:
                 yield self._ev(RaceEventKind.SUBMITTED, job_id=res.job_id, entry=entry)

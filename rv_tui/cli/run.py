@@ -287,20 +287,15 @@ async def run_race(cluster: Cluster, entries: list[RaceEntry], args: argparse.Na
     timeout = parse_duration(args.wait_timeout) if getattr(args, "wait_timeout", None) else None
     race = Race(cluster, entries, group_id=group_id, kind="run", name=request.name or entries[0].submission.name,
                 command=request.command, git=git_info(), store=store, timeout=timeout,
-                leave=bool(getattr(args, "leave", False)) or not follow)
+                leave=bool(getattr(args, "leave", False)) or not follow,
+                after_submit=(lambda ids: launch.record_jobs(cluster, ids)) if launch is not None else None)
     show = event_printer(args.json)
     submitted = 0
-    recorded = False
     async with race:
         async for ev in race:
             show(ev)
             if ev.kind in (RaceEventKind.SUBMITTED, RaceEventKind.SUBMIT_FAILED):
                 submitted += 1
-            if ev.kind is RaceEventKind.SUBMITTED and not recorded and launch is not None:
-                recorded = True  # every id is known once the first arrives (one sbatch batch)
-                problem = await launch.record_jobs(cluster, race.job_ids)
-                if problem and not args.json:
-                    err(f"rv: note: {problem}")
             if not follow and submitted == len(entries):
                 break
             if ev.kind in (RaceEventKind.NO_WINNER, RaceEventKind.TIMEOUT):

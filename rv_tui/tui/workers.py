@@ -147,7 +147,7 @@ async def run_race(target: MessagePump, cluster: Cluster, plan: Any, request: An
     """Prepare the launch exactly as ``rv run`` does (workspace sync, deps, snapshot; the plan
     the user previewed), fan out every strategy, record the job ids in the snapshot and post
     each race event as it happens."""
-    from rv_tui.allocator.race import Race, RaceEventKind
+    from rv_tui.allocator.race import Race
     from rv_tui.jobs.launch import prepare_launch
     from rv_tui.jobs.store import GroupStore, git_info
 
@@ -160,7 +160,8 @@ async def run_race(target: MessagePump, cluster: Cluster, plan: Any, request: An
                                       plan=plan, say=say)
         race = Race(cluster, launch.entries, group_id=launch.group_id, kind=launch.kind,
                     name=launch.name, command=launch.request.command, git=git_info(here),
-                    store=GroupStore())
+                    store=GroupStore(),
+                    after_submit=lambda ids: launch.record_jobs(cluster, ids))
     except asyncio.CancelledError:
         raise
     except Exception as exc:  # noqa: BLE001
@@ -172,16 +173,10 @@ async def run_race(target: MessagePump, cluster: Cluster, plan: Any, request: An
         holder["race"] = race
     # the lanes are what is really submitted (preflight may narrow the previewed plan)
     target.post_message(m.RaceStarted(launch.group_id, [e.strategy for e in launch.entries]))
-    recorded = False
     try:
         async with race:
             async for event in race:
                 target.post_message(m.RaceEventArrived(event, launch.group_id))
-                if event.kind is RaceEventKind.SUBMITTED and not recorded:
-                    recorded = True  # every id is known once the first arrives (one sbatch batch)
-                    problem = await launch.record_jobs(cluster, race.job_ids)
-                    if problem:
-                        say(problem)
     except asyncio.CancelledError:
         raise
     except Exception as exc:  # noqa: BLE001
