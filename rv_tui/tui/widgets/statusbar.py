@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widgets import Static
 
+from rv_tui.durations import format_human
 from rv_tui.tui.state import AppState
 
 _CONN_STYLE = {
@@ -16,14 +17,7 @@ _CONN_STYLE = {
 
 
 def _age(seconds: float | None) -> str:
-    if seconds is None:
-        return "never"
-    s = int(seconds)
-    if s < 60:
-        return f"{s}s ago"
-    if s < 3600:
-        return f"{s // 60}m {s % 60:02d}s ago"
-    return f"{s // 3600}h {s % 3600 // 60:02d}m ago"
+    return "never" if seconds is None else f"{format_human(seconds)} ago"
 
 
 class StatusBar(Static):
