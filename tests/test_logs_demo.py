@@ -65,3 +65,30 @@ async def test_demo_node_filter_and_success() -> None:
     assert lines and {x.node for x in lines} == {1}
     assert any(x.is_progress for x in lines)
     assert events[-1] == JobEnded(res.job_id, "COMPLETED", 0, None)  # type: ignore[arg-type]
+
+
+async def test_known_info_and_files_are_not_looked_up_again() -> None:
+    """``rv logs`` already located the job; ``follow(known=...)`` must not ask the cluster again."""
+    c = DemoCluster(seed=3, speed=600, background=False)
+    try:
+        _events, jid = await _run(c, "python train.py", "known")
+        info = (await c.jobs([jid]))[0]
+        logs = await locate_logs(c, jid, info)
+        calls: list[str] = []
+        real_jobs, real_exec = c.jobs, c.exec
+
+        async def jobs(*a, **k):  # type: ignore[no-untyped-def]
+            calls.append("jobs")
+            return await real_jobs(*a, **k)
+
+        async def exec_(*a, **k):  # type: ignore[no-untyped-def]
+            calls.append("exec")
+            return await real_exec(*a, **k)
+
+        c.jobs, c.exec = jobs, exec_  # type: ignore[method-assign]
+        got = [ev async for ev in follow(c, jid, known=(info, logs))]
+    finally:
+        await c.close()
+    assert info.is_terminal
+    assert any(isinstance(ev, LogLine) for ev in got) and isinstance(got[-1], JobEnded)
+    assert calls == []

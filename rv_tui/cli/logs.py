@@ -153,7 +153,8 @@ async def _show(cluster, job_id: str, args: argparse.Namespace) -> int:  # type:
                  raw=args.raw, as_json=args.json, tty=sys.stdout.isatty())
     ring = LogRing(args.max_lines) if finished else None
     ended: JobEnded | None = None
-    async for ev in follow(cluster, job_id, node=args.node, streams=streams, last=args.tail):  # type: ignore[arg-type]
+    async for ev in follow(cluster, job_id, node=args.node, streams=streams, last=args.tail,  # type: ignore[arg-type]
+                           known=(info, logs)):
         if isinstance(ev, LogLine):
             if ring is not None:
                 ring.append(ev)

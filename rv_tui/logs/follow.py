@@ -101,12 +101,14 @@ async def follow(
     drain_max: float = 15.0,
     vanish_after: int = 3,
     queue_size: int = 10_000,
+    known: tuple[JobInfo | None, JobLogs] | None = None,
 ) -> AsyncIterator[LogEvent]:
     """Events of one job until it ends: JobStatus while waiting, LogLine as lines arrive, then
     one JobEnded.  ``last`` limits the backlog to each file's last lines; ``node``/``streams``
-    filter.  Closing the generator early closes the remote stream."""
+    filter.  Closing the generator early closes the remote stream.  ``known`` is the job's info
+    and located files when the caller already looked them up (saves those round trips)."""
     check_job_id(job_id)
-    info = await job_info(cluster, job_id)
+    info = known[0] if known is not None else await job_info(cluster, job_id)
     last_state: tuple[str, str | None] | None = None
     misses = 0
     # 1) wait for a pending job to start
@@ -116,7 +118,8 @@ async def follow(
             yield JobStatus(job_id, info.state, info.reason)
         await asyncio.sleep(poll)
         info = await job_info(cluster, job_id)
-    logs = await resolve(cluster, job_id, info)
+        known = None  # the files are listed again once the job has started
+    logs = known[1] if known is not None else await resolve(cluster, job_id, info)
     sources = logs.select(node=node, streams=streams)
     seqr = Sequencer(sources)
     # 2) a job that already ended: read its files once
