@@ -182,6 +182,8 @@ def slurm_conf() -> str:
         "TaskPlugin=task/none",
         "SwitchType=switch/none",
         "MpiDefault=none",
+        # job mail is recorded, not sent (tests/cluster/mailprog.sh -> STATE/mail/mail.log)
+        f"MailProg={Path(__file__).resolve().parent / 'mailprog.sh'}",
         "JobAcctGatherType=jobacct_gather/none",
         "AccountingStorageType=accounting_storage/none",
         "JobCompType=jobcomp/none",
