@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
+from rv_tui.errors import RvError
+
 #: Slurm job states after which a job will never run again.
 TERMINAL_STATES = frozenset({
     "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL",
@@ -27,6 +29,13 @@ TERMINAL_STATES = frozenset({
 STARTED_STATES = frozenset({
     "RUNNING", "CONFIGURING", "COMPLETING", "RESIZING", "SIGNALING", "STAGE_OUT",
 })
+
+
+class ControllerUnavailable(RvError):
+    """Slurm did not answer a job query (slurmctld restarting, busy or unreachable).
+
+    Why a type of its own: it means "state unknown, ask again", never "the job is gone"; only
+    Slurm's "Invalid job id" means a job is unknown.  Pollers (follow, the race) keep polling."""
 
 
 @dataclass(frozen=True)
@@ -199,6 +208,7 @@ class JobInfo:
     stdout_path: str | None = None
     stderr_path: str | None = None
     comment: str | None = None
+    restart_count: int = 0  # times Slurm requeued/restarted it (scontrol Restarts=, squeue RestartCnt)
 
     @property
     def is_terminal(self) -> bool:
