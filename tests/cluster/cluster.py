@@ -7,6 +7,11 @@ output, real scheduling, real SSH), not a mock. This script builds a private clu
 * one munged (own key, own socket), one slurmctld, one slurmd per fake node (each in its own
   UTS namespace so `hostname` == node name), fake GPUs via gres.conf File= symlinks to /dev/null;
 * a private sshd on 127.0.0.1 (own host key, key-only auth) for the test user `rvtest`;
+* accounting like Rivanna's: a private MariaDB (own datadir, unix socket only, no TCP) and
+  slurmdbd on 127.0.0.1:DBD_PORT; associations for the test users, a partition QOS on every
+  GPU partition holding the per-user per-type GPU limits of the seeds' table
+  (``MaxTRESPerUser=gres/gpu:<type>=N``), AccountingStorageEnforce=associations,limits,qos;
+  the background-load user (`rvother`, "everyone else") runs in a QOS that overrides it;
 * all state/spool/log/pid files under one directory (default /tmp/rv-test-cluster,
   override with env RV_TEST_CLUSTER_DIR), described by STATE_DIR/cluster.json.
 
@@ -30,6 +35,9 @@ from pathlib import Path
 STATE = Path(os.environ.get("RV_TEST_CLUSTER_DIR", "/tmp/rv-test-cluster")).resolve()
 CTLD_PORT = int(os.environ.get("RV_TEST_SLURMCTLD_PORT", "6817"))
 SLURMD_PORT_BASE = int(os.environ.get("RV_TEST_SLURMD_PORT_BASE", "6900"))
+# Not Slurm's default 6819, so a system slurmdbd on the same host never collides with ours.
+DBD_PORT = int(os.environ.get("RV_TEST_SLURMDBD_PORT", "6839"))
+DEFAULT_STATE = Path("/tmp/rv-test-cluster")
 CTLD_HOST = "rv-slurmctld"
 USER = "rvtest"
 OTHER_USER = "rvother"
@@ -53,6 +61,17 @@ GPU_NODES: list[tuple[str, str, int, str, list[str], int, int, list[str]]] = [
 CPU_NODES = ["udc-ba30-1", "udc-ba30-2"]
 CPU_NODE_CPUS, CPU_NODE_MEM = 40, 375000
 GPU_PARTITION_TYPES = {"a6000", "a40", "a100_40", "a100_80", "v100", "h200"}
+# Per-user GPU limits by GRES type (the seeds' "max/user" column; both A100 sizes share the
+# GRES type "a100" and its 32). Kept in step with rv_tui/gpus.py by tests/test_limits_cluster.py.
+GPU_MAX_PER_USER = {"1g.10gb": 28, "rtx3090": 2, "a6000": 32, "a40": 32, "a100": 32, "v100": 32,
+                    "h200": 4}
+GPU_QOS = "rv-gpu"  # partition QOS of every GPU partition: the per-user per-type limits
+LOAD_QOS = "rv-load"  # rvother's QOS: "everyone else" on the cluster, not one limited user
+# account -> users (the accounts of allocations.txt; rvother is the background load).
+ACCOUNTS = {USER: [USER], f"{USER}_lab": [USER], OTHER_USER: [OTHER_USER]}
+# RV_TEST_ACCOUNTING=0: the cluster without slurmdbd (sacct says "accounting storage is disabled").
+ACCOUNTING = os.environ.get("RV_TEST_ACCOUNTING", "1") != "0"
+MIN_JOB_AGE = 60  # finished jobs stay in squeue/scontrol this long (+ up to a 60 s purge tick)
 
 
 def all_nodes() -> list[str]:
@@ -90,6 +109,12 @@ class P:
     site = STATE / "site"
     info = STATE / "cluster.json"
     ctld_pid = run / "slurmctld.pid"
+    dbd_conf = etc / "slurmdbd.conf"
+    dbd_pid = run / "slurmdbd.pid"
+    mysql = STATE / "mysql"
+    mysql_data = mysql / "data"
+    mysql_sock = mysql / "mysqld.sock"
+    mysql_pid = run / "mariadb.pid"
 
 
 def slurmd_pid_file(node: str) -> Path:
@@ -184,8 +209,7 @@ def slurm_conf() -> str:
         "MpiDefault=none",
         # job mail is recorded, not sent (tests/cluster/mailprog.sh -> STATE/mail/mail.log)
         f"MailProg={Path(__file__).resolve().parent / 'mailprog.sh'}",
-        "JobAcctGatherType=jobacct_gather/none",
-        "AccountingStorageType=accounting_storage/none",
+        *accounting_lines(),
         "JobCompType=jobcomp/none",
         "SelectType=select/cons_tres",
         "SelectTypeParameters=CR_Core_Memory",
@@ -197,7 +221,7 @@ def slurm_conf() -> str:
         "sched_min_interval=0,batch_sched_delay=0",
         "FirstJobId=1000001",
         "EnforcePartLimits=ALL",
-        "MinJobAge=300",
+        f"MinJobAge={MIN_JOB_AGE}",
         "KillWait=5",
         "ReturnToService=2",
         "SlurmdTimeout=300",
@@ -228,10 +252,11 @@ def slurm_conf() -> str:
         port += 1
     lines.append("")
     gpu_part_nodes = [n for spec in GPU_NODES if spec[0] in GPU_PARTITION_TYPES for n in spec[4]]
-    lines.append(f"PartitionName=gpu Nodes={','.join(gpu_part_nodes)} MaxTime=3-00:00:00 State=UP")
+    qos = f" QOS={GPU_QOS}" if ACCOUNTING else ""
+    lines.append(f"PartitionName=gpu Nodes={','.join(gpu_part_nodes)} MaxTime=3-00:00:00{qos} State=UP")
     for key, _g, _c, part, names, *_ in GPU_NODES:
         maxtime = "12:00:00" if key == "rtx3090" else "3-00:00:00"
-        lines.append(f"PartitionName={part} Nodes={','.join(names)} MaxTime={maxtime} State=UP")
+        lines.append(f"PartitionName={part} Nodes={','.join(names)} MaxTime={maxtime}{qos} State=UP")
     cpu = ",".join(CPU_NODES)
     lines.append(f"PartitionName=standard Nodes={cpu} Default=YES MaxTime=7-00:00:00 State=UP")
     lines.append(f"PartitionName=interactive Nodes={cpu} MaxTime=12:00:00 State=UP")
@@ -247,6 +272,45 @@ def gres_conf() -> str:
             lines.append(f"NodeName={name} Name=gpu Type={gtype} File={P.dev}/nvidia[0-{count - 1}]"
                          f" Cores=0-{cpus - 1}")
     return "\n".join(lines) + "\n"
+
+
+def accounting_lines() -> list[str]:
+    if not ACCOUNTING:
+        return ["JobAcctGatherType=jobacct_gather/none", "AccountingStorageType=accounting_storage/none"]
+    return [
+        # linux gather + OverMemoryKill: a step over its --mem is killed (no cgroups here).
+        "JobAcctGatherType=jobacct_gather/linux",
+        "JobAcctGatherFrequency=task=2",
+        "JobAcctGatherParams=OverMemoryKill",
+        "AccountingStorageType=accounting_storage/slurmdbd",
+        "AccountingStorageHost=127.0.0.1",
+        f"AccountingStoragePort={DBD_PORT}",
+        f"AccountingStoragePass={P.munge_sock}",  # the munge socket for talking to slurmdbd
+        "AccountingStorageEnforce=associations,limits,qos",
+        "AccountingStorageTRES=gres/gpu," + ",".join(f"gres/gpu:{t}" for t in GPU_MAX_PER_USER),
+    ]
+
+
+def slurmdbd_conf() -> str:
+    """slurmdbd on loopback only; MariaDB reached over its private unix socket as root
+    (unix_socket auth, so no database password exists anywhere)."""
+    return "\n".join([
+        "# Generated by tests/cluster/cluster.py: the test cluster's accounting daemon.",
+        "AuthType=auth/munge",
+        f"AuthInfo=socket={P.munge_sock}",
+        "DbdHost=localhost",
+        "DbdAddr=127.0.0.1",
+        f"DbdPort={DBD_PORT}",
+        "SlurmUser=root",
+        "DebugLevel=info",
+        f"LogFile={P.logs}/slurmdbd.log",
+        f"PidFile={P.dbd_pid}",
+        "StorageType=accounting_storage/mysql",
+        "StorageHost=localhost",
+        "StorageUser=root",
+        "StorageLoc=slurm_acct_db",
+        "",
+    ])
 
 
 def hosts_block() -> str:
@@ -360,6 +424,8 @@ def ensure_hosts() -> None:
 def ensure_etc_slurm_links() -> None:
     """Point /etc/slurm/{slurm,gres}.conf at ours so any process without SLURM_CONF finds the
     cluster (jobs with --export=NONE, plain root shells). Never clobber a foreign real file."""
+    if STATE != DEFAULT_STATE:
+        return  # a second (experimental) cluster never takes over the host's /etc/slurm
     etc = Path("/etc/slurm")
     etc.mkdir(parents=True, exist_ok=True)
     for name, target in (("slurm.conf", P.conf), ("gres.conf", P.gres)):
@@ -391,6 +457,8 @@ def prepare_files(port: int) -> bool:
         (P.spool / node).mkdir(exist_ok=True)
     changed = write_if_changed(P.conf, slurm_conf())
     changed |= write_if_changed(P.gres, gres_conf())
+    if ACCOUNTING:
+        write_if_changed(P.dbd_conf, slurmdbd_conf(), 0o600)  # slurmdbd insists on 0600
     write_if_changed(P.plugstack, "# empty: no SPANK plugins in the test cluster\n")
     for tool, default in (("allocations", ALLOCATIONS_DEFAULT), ("hdquota", HDQUOTA_DEFAULT)):
         if not (P.site / f"{tool}.txt").exists():
@@ -434,6 +502,176 @@ def ensure_munge() -> None:
          f"--pid-file={P.munge_pid}", f"--log-file={P.logs}/munged.log",
          f"--seed-file={P.munge}/munged.seed"])
     wait_for(lambda: P.munge_sock.exists() and pid_alive(P.munge_pid, "munged"), 10, "munged")
+
+
+# ---------------------------------------------------------------- accounting
+
+MARIADB_ARGS = [
+    "--no-defaults", f"--datadir={P.mysql_data}", f"--socket={P.mysql_sock}",
+    f"--pid-file={P.mysql_pid}", "--skip-networking", "--user=root", "--skip-name-resolve",
+    f"--log-error={P.logs}/mariadb.log", "--performance-schema=OFF", "--skip-log-bin",
+    # A test database: small, and speed over durability (a crash only loses test history).
+    "--innodb-buffer-pool-size=64M", "--innodb-log-file-size=32M",
+    "--innodb-flush-log-at-trx-commit=0", "--innodb-doublewrite=0", "--sync-binlog=0",
+    "--max-connections=50", "--innodb-lock-wait-timeout=900",
+]
+
+
+def mysql_env() -> dict:
+    env = slurm_env()
+    env["MYSQL_UNIX_PORT"] = str(P.mysql_sock)  # libmariadb's default socket: slurmdbd finds ours
+    return env
+
+
+def sql(statement: str, check: bool = True) -> subprocess.CompletedProcess:
+    return run(["mariadb", "--no-defaults", f"--socket={P.mysql_sock}", "-u", "root", "-N", "-B",
+                "-e", statement], check=check)
+
+
+def ensure_mariadb() -> None:
+    """A private MariaDB: created once (mariadb-install-db into a temp dir, then renamed, so an
+    interrupted first start never leaves half a datadir), started by pid, socket only."""
+    if pid_alive(P.mysql_pid, "mariadbd") and P.mysql_sock.exists():
+        return
+    P.mysql.mkdir(parents=True, exist_ok=True)
+    os.chmod(P.mysql, 0o700)
+    if not (P.mysql_data / "mysql").is_dir():
+        tmp = P.mysql / "data.init"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(P.mysql_data, ignore_errors=True)
+        r = run(["mariadb-install-db", "--no-defaults", f"--datadir={tmp}", "--user=root",
+                 "--auth-root-authentication-method=socket", "--skip-test-db",
+                 "--skip-name-resolve"], check=False)
+        if r.returncode != 0:
+            raise RuntimeError(f"mariadb-install-db failed: {r.stdout[-2000:]}{r.stderr[-2000:]}")
+        os.replace(tmp, P.mysql_data)
+    P.mysql_pid.unlink(missing_ok=True)
+    P.mysql_sock.unlink(missing_ok=True)
+    with open(P.logs / "mariadb.out", "ab") as out:
+        subprocess.Popen(["/usr/sbin/mariadbd", *MARIADB_ARGS], stdin=subprocess.DEVNULL,
+                         stdout=out, stderr=out, start_new_session=True)
+    try:
+        wait_for(lambda: P.mysql_sock.exists() and pid_alive(P.mysql_pid, "mariadbd")
+                 and sql("SELECT 1", check=False).returncode == 0, 30, "mariadb", 0.1)
+    except RuntimeError as e:
+        raise RuntimeError(f"{e}\n{tail(P.logs / 'mariadb.log')}") from None
+
+
+def forget_old_jobs() -> None:
+    """A cold slurmctld (-c) restarts job ids at FirstJobId: drop the previous run's job records
+    so sacct never mixes an old job with a new one of the same id."""
+    r = sql("SELECT table_name FROM information_schema.tables WHERE table_schema='slurm_acct_db'"
+            " AND table_name LIKE 'rivanna-test\\_%'", check=False)
+    tables = [t for t in r.stdout.split() if t.endswith(("_job_table", "_step_table"))]
+    if tables:
+        sql("; ".join(f"TRUNCATE TABLE slurm_acct_db.`{t}`" for t in tables))
+
+
+def dbd_listening() -> bool:
+    s = socket.socket()
+    s.settimeout(0.2)
+    try:
+        s.connect(("127.0.0.1", DBD_PORT))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def ensure_slurmdbd() -> None:
+    if pid_alive(P.dbd_pid, "slurmdbd") and dbd_listening():
+        return
+    P.dbd_pid.unlink(missing_ok=True)
+    r = run(["slurmdbd"], check=False, env=mysql_env())
+    if r.returncode != 0:
+        raise RuntimeError(f"slurmdbd failed: {r.stderr}\n{tail(P.logs / 'slurmdbd.log')}")
+    try:
+        wait_for(lambda: pid_alive(P.dbd_pid, "slurmdbd") and dbd_listening(), 30, "slurmdbd", 0.1)
+    except RuntimeError as e:
+        raise RuntimeError(f"{e}\n{tail(P.logs / 'slurmdbd.log')}") from None
+
+
+def sacctmgr_script() -> str:
+    """Idempotent: sacctmgr says "Nothing new added" for what exists."""
+    lines = [
+        "add cluster rivanna-test",
+        f"add qos {GPU_QOS}",
+        f"add qos {LOAD_QOS}",
+        f"modify qos {LOAD_QOS} set Flags=OverPartQOS",
+    ]
+    for account in ACCOUNTS:
+        lines.append(f"add account {account} cluster=rivanna-test Description=rv-test Organization=rv")
+    for user in sorted({u for users in ACCOUNTS.values() for u in users}):
+        accounts = ",".join(a for a, us in ACCOUNTS.items() if user in us)
+        default = user if user in ACCOUNTS else accounts.split(",")[0]
+        extra = f" qos=normal,{LOAD_QOS} DefaultQOS={LOAD_QOS}" if user == OTHER_USER else ""
+        lines.append(f"add user {user} account={accounts} DefaultAccount={default}"
+                     f" cluster=rivanna-test{extra}")
+    return "\n".join(lines) + "\nexit\n"
+
+
+def _associations() -> tuple[set[tuple[str, ...]], subprocess.CompletedProcess]:
+    r = run(["sacctmgr", "-n", "-P", "show", "assoc", "cluster=rivanna-test",
+             "format=account,user,qos"], check=False, env=slurm_env())
+    return {tuple(line.split("|")) for line in r.stdout.splitlines()}, r
+
+
+def _qos() -> dict[str, tuple[str, str]]:
+    """QOS name -> (flags, MaxTRESPerUser) as the database has them."""
+    r = run(["sacctmgr", "-n", "-P", "show", "qos", "format=name,flags,maxtrespu"], check=False,
+            env=slurm_env())
+    return {f[0]: (f[1], f[2]) for line in r.stdout.splitlines() if len(f := line.split("|")) == 3}
+
+
+def ensure_associations() -> None:
+    """Two quick queries when everything exists (the usual warm start); the sacctmgr script
+    (about 3 s: one commit per line) only when something is missing."""
+    want = {(a, u) for a, users in ACCOUNTS.items() for u in users}
+
+    def complete() -> bool:
+        have, _ = _associations()
+        qos = _qos()
+        pairs = {(a, u) for a, u, *_ in have}
+        load_ok = any(a == OTHER_USER and u == OTHER_USER and LOAD_QOS in q.split(",")
+                      for a, u, q in have)
+        return want <= pairs and load_ok and GPU_QOS in qos and "OverPartQOS" in qos.get(
+            LOAD_QOS, ("", ""))[0]
+
+    if complete():
+        return
+    run(["sacctmgr", "-i"], check=False, env=slurm_env(), input=sacctmgr_script())
+    have, r = _associations()
+    have = {(a, u) for a, u, *_ in have}
+    if not want <= have:
+        raise RuntimeError(f"associations missing after sacctmgr: {sorted(want - have)}\n"
+                           f"{r.stdout}{r.stderr}\n{tail(P.logs / 'slurmdbd.log')}")
+
+
+def ensure_gpu_limits() -> None:
+    """Set the per-user GPU limits on the partition QOS, every start (a change of the table
+    reaches a running database). Only after slurmctld is up: it creates the gres/gpu:<type>
+    TRES in the database on its first registration, and sacctmgr rejects unknown TRES."""
+    per_user = ",".join(f"gres/gpu:{t}={n}" for t, n in GPU_MAX_PER_USER.items())
+    want = set(per_user.split(","))
+    if set(_qos().get(GPU_QOS, ("", ""))[1].split(",")) == want:
+        return
+    run(["sacctmgr", "-i", "modify", "qos", GPU_QOS, "set", f"MaxTRESPerUser={per_user}"],
+        check=False, env=slurm_env())
+    have = _qos().get(GPU_QOS, ("", ""))[1]
+    if set(have.split(",")) != want:
+        raise RuntimeError(f"QOS {GPU_QOS} limits not set (have {have!r})\n"
+                           f"{tail(P.logs / 'slurmdbd.log')}")
+
+
+def ensure_accounting() -> None:
+    """MariaDB, slurmdbd, associations and QOS: all before slurmctld, which needs its partition
+    QOS to exist."""
+    ensure_mariadb()
+    if not pid_alive(P.ctld_pid, "slurmctld"):
+        forget_old_jobs()
+    ensure_slurmdbd()
+    ensure_associations()
 
 
 def start_slurm(clear_state: bool) -> None:
@@ -529,6 +767,7 @@ def write_info(port: int, sshd_pid: int) -> dict:
         "slurm_conf": str(P.conf),
         "state_dir": str(STATE),
         "sshd_pid": sshd_pid,
+        "accounting": ACCOUNTING,
     }
     write_if_changed(P.info, json.dumps(info, indent=2) + "\n")
     return info
@@ -594,6 +833,19 @@ def stop() -> None:
             pass
     for pf in [P.ctld_pid, P.sshd_pid, P.munge_pid] + [slurmd_pid_file(n) for n in all_nodes()]:
         pf.unlink(missing_ok=True)
+    # Accounting last: slurmdbd, then MariaDB (a clean shutdown, so the next start skips recovery).
+    for pf, needle, grace in ((P.dbd_pid, "slurmdbd", 3.0), (P.mysql_pid, "mariadbd", 15.0)):
+        pid = pid_alive(pf, needle)
+        if not pid:
+            continue
+        victims.add(pid)
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and alive(pid, needle):
+            time.sleep(0.05)
+        if alive(pid, needle):
+            os.kill(pid, signal.SIGKILL)
+        pf.unlink(missing_ok=True)
     log(f"stopped {len(victims)} processes in {time.monotonic() - t0:.2f}s")
 
 
@@ -603,7 +855,9 @@ def start() -> dict:
     t0 = time.monotonic()
     if os.geteuid() != 0:
         raise SystemExit("tests/cluster/cluster.py start must run as root")
-    for tool in ("slurmctld", "slurmd", "munged", "sshd", "sinfo", "unshare"):
+    tools = ("slurmctld", "slurmd", "munged", "sshd", "sinfo", "unshare") + (
+        ("slurmdbd", "mariadbd", "mariadb-install-db", "sacctmgr") if ACCOUNTING else ())
+    for tool in tools:
         if not shutil.which(tool) and not Path(f"/usr/sbin/{tool}").exists():
             raise SystemExit(f"missing {tool}: run tests/cluster/install.sh first")
     port_hint = None
@@ -621,7 +875,11 @@ def start() -> dict:
     ensure_etc_slurm_links()
     ensure_users()
     ensure_munge()
+    if ACCOUNTING:
+        ensure_accounting()
     start_slurm(clear_state=True)
+    if ACCOUNTING:
+        ensure_gpu_limits()
     port, sshd_pid = ensure_sshd(port_hint)
     info = write_info(port, sshd_pid)
     log(f"up in {time.monotonic() - t0:.2f}s: ssh -p {port} -i {P.id_key} {USER}@127.0.0.1 "
@@ -631,7 +889,9 @@ def start() -> dict:
 
 def status() -> int:
     ok = True
-    for pf, needle, name in [(P.munge_pid, "munged", "munged"), (P.ctld_pid, "slurmctld", "slurmctld"),
+    acct = [(P.mysql_pid, "mariadbd", "mariadb"), (P.dbd_pid, "slurmdbd", "slurmdbd")] if (
+        ACCOUNTING) else []
+    for pf, needle, name in [(P.munge_pid, "munged", "munged"), *acct, (P.ctld_pid, "slurmctld", "slurmctld"),
                              (P.sshd_pid, "sshd", "sshd")] + [
             (slurmd_pid_file(n), f"slurmd -N {n}", f"slurmd {n}") for n in all_nodes()]:
         pid = pid_alive(pf, needle)

@@ -4,7 +4,8 @@
 # Extra packages may be passed as arguments (scripts/test.sh adds tmux, git, python3-venv).
 set -euo pipefail
 
-pkgs=(slurmctld slurmd slurm-client munge openssh-server openssh-client "$@")
+# slurmdbd + mariadb-server: the accounting database (sacct, associations, QOS limits).
+pkgs=(slurmctld slurmd slurm-client munge openssh-server openssh-client slurmdbd mariadb-server "$@")
 missing=()
 for p in "${pkgs[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
