@@ -30,7 +30,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from rv_tui.allocator.model import Strategy
-from rv_tui.cluster.base import Cluster, JobInfo, JobSubmission
+from rv_tui.cluster.base import Cluster, ControllerUnavailable, JobInfo, JobSubmission
 from rv_tui.jobs.reasons import reason_text
 from rv_tui.jobs.store import (
     GitInfo, GroupJob, GroupRecord, GroupStore, new_group_id, publish_jobs, publish_record,
@@ -306,8 +306,17 @@ class Race:
         deadline = None if self.timeout is None else self._t0 + self.timeout
         shown: dict[str, tuple[str | None, datetime | None, str]] = {}
         first_candidate_at: float | None = None
+        controller_down = False
         while True:
-            infos = {j.job_id: j for j in await self.cluster.jobs(self.job_ids)}
+            try:
+                infos = {j.job_id: j for j in await self.cluster.jobs(self.job_ids)}
+            except ControllerUnavailable as exc:  # unknown is not gone: say so once, ask again
+                if not controller_down:
+                    controller_down = True
+                    yield self._ev(RaceEventKind.NOTE, message=f"{exc.message}; still waiting")
+                await asyncio.sleep(self.poll_interval)
+                continue
+            controller_down = False
             self.last.update(infos)
             candidates: list[JobInfo] = []
             for jid, entry in self.by_id.items():

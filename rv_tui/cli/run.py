@@ -31,7 +31,7 @@ from rv_tui.allocator.race import Race, RaceEntry, RaceEvent, RaceEventKind, Rac
 from rv_tui.cli.common import add_json_flag, cluster_from_args, err, load, print_json, to_jsonable
 from rv_tui.cli.sync import _print_plan as _print_sync_plan
 from rv_tui.cli.sync import _progress_printer
-from rv_tui.cluster.base import Cluster, JobInfo
+from rv_tui.cluster.base import TERMINAL_STATES, Cluster, JobInfo
 from rv_tui.config import Config
 from rv_tui.durations import parse_duration
 from rv_tui.errors import RvError
@@ -39,6 +39,7 @@ from rv_tui.jobs import launch as _launch
 from rv_tui.jobs.store import GroupStore, git_info
 from rv_tui.logs import JobEnded, JobStatus, LogLine, follow
 from rv_tui.logs import exit_code_of as _exit_code_of
+from rv_tui.logs.follow import RESUBMITTED, UNREACHABLE
 
 #: rv flags that, seen after the command, were probably meant for rv.
 RV_FLAGS = ("-g", "--gpu", "-t", "--type", "--time", "--name", "--mem", "--mig", "-f", "--follow",
@@ -157,15 +158,13 @@ def race_summary(result: RaceResult) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- command split
 
 def split_command(words: list[str]) -> tuple[str, list[str]]:
-    """The command string from trailing words, and any rv-looking flags found in it."""
-    if words and words[0] == "--":
-        words = words[1:]
-    suspicious = [w for w in words if w.split("=", 1)[0] in RV_FLAGS]
-    if len(words) == 1:
-        return words[0], suspicious
-    from rv_tui.quoting import join
+    """The command from trailing words (one word: a shell string, run byte for byte; several: an
+    argv, run exactly as given; see :mod:`rv_tui.jobs.command`), and rv-looking flags in it."""
+    from rv_tui.jobs.command import command_from_words
 
-    return join(words), suspicious
+    rest = words[1:] if words and words[0] == "--" else words
+    suspicious = [w for w in rest if w.split("=", 1)[0] in RV_FLAGS] if len(rest) > 1 else []
+    return command_from_words(words), suspicious
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -228,11 +227,18 @@ async def run_with_hardware_retry(cluster: Cluster, launch: _launch.Launch, args
         result: RaceResult | None = last.get("result")
         if code == 0 or result is None or result.winner_id is None:
             return done(code)
+        ended: JobEnded | None = last.get("ended")
+        if ended is None or ended.state not in TERMINAL_STATES:
+            # the job vanished or its state is unknown: it may still be running; never re-race
+            if not args.json:
+                err(f"rv: not retrying: job {result.winner_id}'s final state is unknown")
+            return done(code)
         winner = last.get("winner")
-        info = result.winner_info
+        info = result.winner_info if ended.job_id == result.winner_id else None
         decision = await hw.diagnose(
-            cluster, result.winner_id, attempt=attempt, name=winner.submission.name if winner else None,
-            nodes=tuple(info.nodes) if info else (), num_nodes=winner.submission.nodes if winner else None)
+            cluster, ended.job_id, attempt=attempt, name=winner.submission.name if winner else None,
+            nodes=tuple(info.nodes) if info else (), num_nodes=winner.submission.nodes if winner else None,
+            final_state=ended.state)
         decisions.append(decision)
         if not decision.retry:
             if decision.hardware and not args.json:
@@ -321,13 +327,16 @@ async def run_race(cluster: Cluster, entries: list[RaceEntry], args: argparse.Na
     ended = await follow_job(cluster, result.winner_id, quiet=args.json, multi_node=multi)
     code = ended.exit_code if ended is not None else 1
     state = ended.state if ended is not None else "UNKNOWN"
+    last_job = ended.job_id if ended is not None else result.winner_id
+    extra = {"final_job": last_job} if last_job != result.winner_id else {}
     if finished is not None:
-        finished.update(result=result, winner=winner, json={**race_summary(result), "state": state,
-                                                            "exit_code": code})
+        finished.update(result=result, winner=winner, ended=ended,
+                        json={**race_summary(result), "state": state, "exit_code": code, **extra})
     if not args.json:
-        err(f"rv: job {result.winner_id} finished: {state} (exit {code})")
+        chain = f" (checkpoint chain ended with job {last_job})" if extra else ""
+        err(f"rv: job {result.winner_id} finished: {state} (exit {code}){chain}")
     elif finished is None:
-        print_json({**race_summary(result), "state": state, "exit_code": code})
+        print_json({**race_summary(result), "state": state, "exit_code": code, **extra})
     return code
 
 
@@ -353,10 +362,14 @@ async def follow_job(cluster: Cluster, job_id: str, *, quiet: bool = False, mult
                 if quiet:
                     continue
                 r.close_progress()
-                if ev.state == "PENDING":
-                    err(f"rv: job {job_id} is pending{f' ({ev.reason})' if ev.reason else ''}...")
+                if ev.state == UNREACHABLE:
+                    err(f"rv: {ev.reason or 'Slurm is not answering'} (job {ev.job_id} keeps running)")
+                elif ev.state == RESUBMITTED:
+                    err(f"rv: checkpoint segment {ev.job_id} done; the chain {ev.reason or 'continues'}")
+                elif ev.state == "PENDING":
+                    err(f"rv: job {ev.job_id} is pending{f' ({ev.reason})' if ev.reason else ''}...")
                 else:
-                    err(f"rv: following job {job_id} ({ev.state}); Ctrl-C stops following, not the job "
+                    err(f"rv: following job {ev.job_id} ({ev.state}); Ctrl-C stops following, not the job "
                         f"(`rv stop {job_id}` cancels it)")
             elif isinstance(ev, JobEnded):
                 ended = ev

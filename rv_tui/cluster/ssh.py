@@ -14,12 +14,13 @@ import asyncio
 import secrets
 import time
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from rv_tui.cluster.base import (
-    TERMINAL_STATES, ClusterSnapshot, ExecResult, FileLine, JobInfo, JobSubmission, ProbeResult,
-    ProbeSpec, SubmitResult,
+    TERMINAL_STATES, ClusterSnapshot, ControllerUnavailable, ExecResult, FileLine, JobInfo,
+    JobSubmission, ProbeResult, ProbeSpec, SubmitResult,
 )
 from rv_tui.errors import RvError
 from rv_tui.paths import RemotePaths
@@ -110,19 +111,39 @@ class SshCluster:
     async def jobs(self, job_ids: Sequence[str] | None = None, *,
                    all_users: bool = False) -> list[JobInfo]:
         """squeue (one round trip); ids that squeue no longer shows, or shows finished without
-        an exit code, are looked up with ``scontrol show job`` (a second round trip only then)."""
+        an exit code, are looked up with ``scontrol show job`` (a second round trip only then).
+
+        Raises :class:`ControllerUnavailable` when Slurm did not answer (any error other than
+        "Invalid job id"): a missing id then means "unknown", not "gone", so nothing is
+        returned rather than a partial answer."""
         tz = await self._tz()
         ids = [str(j) for j in job_ids] if job_ids else []
         user = None if all_users else self.user
-        res = await self.pool.run(b.squeue_jobs_command(user, ids or None))
+        if ids:
+            res = await self.pool.run(b.squeue_jobs_command(user, ids))
+            restarts: dict[str, int] = {}
+        else:
+            res, rres = await self.pool.run_many(
+                [b.squeue_jobs_command(user, None), b.squeue_restarts_command(user)])
+            restarts = p.parse_restart_counts(rres.stdout if rres.ok else "")
+        problems = p.job_query_errors(res.stderr)
+        if problems:
+            raise ControllerUnavailable(f"Slurm did not answer squeue: {problems[-1]}",
+                                        hint="slurmctld may be restarting; try again in a minute")
         if not ids and not res.ok:
             raise SlurmError(f"squeue failed: {res.stderr.strip() or res.exit_status}")
         found = {j.job_id: j for j in p.parse_squeue_jobs(res.stdout, tz)}
+        if restarts:
+            found = {k: replace(j, restart_count=restarts.get(k, 0)) for k, j in found.items()}
         if not ids:
             return list(found.values())
         need = [j for j in ids if j not in found or found[j].state in TERMINAL_STATES]
         if need:
             sres = await self.pool.run(b.scontrol_jobs_command(need))
+            problems = p.job_query_errors(sres.stdout + "\n" + sres.stderr)
+            if problems:
+                raise ControllerUnavailable(f"Slurm did not answer scontrol: {problems[-1]}",
+                                            hint="slurmctld may be restarting; try again in a minute")
             for info in p.parse_scontrol_jobs(sres.stdout, tz):
                 if info.job_id in need:
                     found[info.job_id] = info
@@ -211,6 +232,47 @@ class SshCluster:
 
     async def write_file(self, path: str, data: bytes | str, mode: int = 0o600) -> None:
         await self.pool.write_file(path, data, mode, make_parents=True)
+
+    async def tail_file(self, path: str, lines: int, *, max_bytes: int = 8 << 20) -> bytes:
+        """``tail -n`` on the login node: only the tail crosses the network."""
+        from rv_tui.remote.errors import RemoteFileError, RemoteFileNotFound
+        from rv_tui.slurm import files as f
+
+        res = await self.pool.run(f.tail_command(path, lines, max_bytes=max_bytes))
+        if res.exit_status == f.TAIL_MISSING:
+            raise RemoteFileNotFound(f"remote file not found: {path}", path=path)
+        if not res.ok:
+            raise RemoteFileError(f"cannot read {path}: {res.stderr.strip() or res.exit_status}", path=path)
+        return res.stdout.encode("utf-8", "surrogateescape")
+
+    async def download_file(self, path: str, local_path: str) -> int:
+        """SFTP get in blocks straight to ``local_path`` (no overall timeout: size is unbounded)."""
+        import os
+
+        async def op(sftp: Any) -> int:
+            await sftp.get(path, local_path)
+            return os.path.getsize(local_path)
+
+        return await self.pool._sftp_op("get", path, op, 0)  # type: ignore[return-value]
+
+    async def replace_file(self, path: str, data: bytes, *, expect: bytes | None,
+                           mode: int = 0o600) -> bool:
+        """One round trip: stdin carries the expected hash and the data; flock + CAS remotely."""
+        from rv_tui.remote.errors import RemoteFileError
+        from rv_tui.slurm import files as f
+
+        res = await self.pool.run(f.replace_command(path, mode=mode),
+                                  stdin=f.replace_payload(data, expect),
+                                  timeout=f.LOCK_WAIT_S + 30)
+        if res.ok:
+            return True
+        if res.exit_status == f.CONFLICT:
+            return False
+        why = {f.UNREADABLE: "it exists but cannot be read", f.UNWRITABLE: "cannot write next to it",
+               f.LOCK_TIMEOUT: "another rv held its lock too long"}.get(res.exit_status or -1, "")
+        detail = res.stderr.strip().splitlines()[-1:] or [f"exit {res.exit_status}"]
+        raise RemoteFileError(f"cannot update {path}: {why or detail[0]}", path=path,
+                              hint=detail[0] if why else None)
 
     async def exec(self, command: str, *, timeout: float | None = None) -> ExecResult:
         res = await self.pool.run(command, timeout=timeout)

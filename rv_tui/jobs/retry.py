@@ -103,19 +103,29 @@ class RetryDecision:
 
 async def diagnose(cluster: Cluster, job_id: str, *, attempt: int = 0, name: str | None = None,
                    nodes: Sequence[str] = (), num_nodes: int | None = None,
-                   max_retries: int = MAX_RETRIES, window_s: int = RETRY_WINDOW_S) -> RetryDecision:
+                   max_retries: int = MAX_RETRIES, window_s: int = RETRY_WINDOW_S,
+                   final_state: str | None = None) -> RetryDecision:
     """Decide whether the ended job ``job_id`` should be raced again without its node(s).
 
     ``nodes``/``num_nodes``/``name`` are what the race knew about the winner (used when Slurm has
     already forgotten the job).  Two round trips: the job's final record and the stderr tails.
+    Only a job in a terminal state is ever retried (``final_state``, what the follower saw, else
+    Slurm's answer now): a job whose state is unknown may still be running its first copy.
     """
+    from rv_tui.cluster.base import TERMINAL_STATES, ControllerUnavailable
     from rv_tui.logs.follow import job_info
     from rv_tui.logs.locate import locate_logs
 
     def no(reason: str, **kw: Any) -> RetryDecision:
         return RetryDecision(False, reason, job_id, attempt=attempt, **kw)
 
-    info = await job_info(cluster, job_id)
+    try:
+        info = await job_info(cluster, job_id)
+    except ControllerUnavailable:
+        return no("Slurm is not answering, so the job's final state is unknown")
+    state = final_state or (info.state if info is not None else None)
+    if state not in TERMINAL_STATES or (info is not None and not info.is_terminal):
+        return no(f"job {job_id} has not ended ({(info.state if info else state) or 'state unknown'})")
     ran = runtime_s(info, await cluster.now()) if info is not None else None
     job_nodes = tuple(info.nodes) if info is not None and info.nodes else tuple(nodes)
     count = num_nodes or (info.num_nodes if info is not None else None) or max(1, len(job_nodes))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import subprocess
 import time
@@ -27,7 +28,7 @@ from rv_tui.quoting import join, q
 
 if TYPE_CHECKING:
     from rv_tui.allocator.model import Strategy
-    from rv_tui.cluster.base import Cluster, JobSubmission
+    from rv_tui.cluster.base import Cluster, JobInfo, JobSubmission
 
 #: Local records older than this are dropped when the store is written.
 MAX_AGE_S = 30 * 86400
@@ -124,10 +125,28 @@ class GroupRecord:
     git: GitInfo | None = None
     winner: str | None = None  # job id of the strategy that won the race, once known
     state: str = "racing"  # racing, won, failed, cancelled, left
+    #: The winner's checkpoint chain in order (winner first, then each resubmitted segment), as
+    #: the jobs append it to ``<group_dir>/segments``; empty until read from the cluster.
+    segments: tuple[str, ...] = ()
 
     @property
     def job_ids(self) -> list[str]:
         return [j.job_id for j in self.jobs if j.job_id]
+
+    @property
+    def all_job_ids(self) -> list[str]:
+        """The strategies' jobs and every later checkpoint segment: the whole request."""
+        ids = self.job_ids
+        return ids + [j for j in self.segments if j not in ids]
+
+    @property
+    def current_job(self) -> str | None:
+        """The job that carries the request now: the chain's latest segment, else the winner."""
+        return self.segments[-1] if self.segments else self.winner
+
+    def segment_index(self, job_id: str) -> int | None:
+        """1 for the winner, 2 for the first resubmission, ...; None outside the chain."""
+        return self.segments.index(job_id) + 1 if job_id in self.segments else None
 
     def job(self, job_id: str) -> GroupJob | None:
         return next((j for j in self.jobs if j.job_id == job_id), None)
@@ -153,8 +172,10 @@ class GroupRecord:
         jobs_fields = GroupJob.__dataclass_fields__
         jobs = tuple(GroupJob(**{k: v for k, v in j.items() if k in jobs_fields}) for j in d.get("jobs", ()))
         git = GitInfo(**d["git"]) if d.get("git") else None
-        fields = {k: v for k, v in d.items() if k in cls.__dataclass_fields__ and k not in ("jobs", "git")}
-        return cls(jobs=jobs, git=git, **fields)
+        fields = {k: v for k, v in d.items()
+                  if k in cls.__dataclass_fields__ and k not in ("jobs", "git", "segments")}
+        segments = tuple(str(x) for x in d.get("segments") or () if _JOB_ID.fullmatch(str(x)))
+        return cls(jobs=jobs, git=git, segments=segments, **fields)
 
 
 def utc_now_iso() -> str:
@@ -220,7 +241,7 @@ class GroupStore:
         """job id -> its group record."""
         idx: dict[str, GroupRecord] = {}
         for rec in (self.all() if records is None else records):
-            for jid in rec.job_ids:
+            for jid in rec.all_job_ids:
                 idx.setdefault(jid, rec)
         return idx
 
@@ -273,36 +294,106 @@ async def fetch_remote_records(cluster: "Cluster", limit: int = 200) -> list[Gro
     """Group records on the cluster's scratch (newest first); empty when unreadable."""
     gdir = RemotePaths(cluster.scratch).groups_dir
     marker = "@@rv-group@@"
+    seg_marker = "@@rv-segments@@"
     cmd = (f"cd {q(gdir)} 2>/dev/null || exit 0; "
            f"for f in $(ls -t 2>/dev/null | head -n {int(limit)}); do "
-           f"[ -f \"$f/group.json\" ] && {{ echo {q(marker)}; cat \"$f/group.json\"; }}; done")
+           f"[ -f \"$f/group.json\" ] && {{ echo {q(marker)}; cat \"$f/group.json\"; "
+           f"echo {q(seg_marker)}; cat \"$f/segments\" 2>/dev/null; }}; done")
     try:
         res = await cluster.exec(cmd, timeout=30)
     except Exception:
         return []
     out = []
     for chunk in res.stdout.split(marker):
+        chunk, _, seg_text = chunk.partition(seg_marker)
         chunk = chunk.strip()
         if not chunk:
             continue
         try:
-            out.append(GroupRecord.from_dict(json.loads(chunk)))
+            rec = GroupRecord.from_dict(json.loads(chunk))
         except (ValueError, TypeError):
             continue
+        segments = parse_segments(seg_text)
+        out.append(rec.with_(segments=segments) if segments else rec)
     out.sort(key=lambda r: r.created_at, reverse=True)
     return out
 
 
 def merge_records(local: Iterable[GroupRecord], remote: Iterable[GroupRecord]) -> list[GroupRecord]:
-    """Union by id; the local copy wins (it is updated as the race goes), newest first."""
+    """Union by id; the local copy wins (it is updated as the race goes), except that the chain
+    of segments, which only the cluster knows, comes from the remote copy; newest first."""
     by_id: dict[str, GroupRecord] = {r.id: r for r in remote}
     for r in local:
+        theirs = by_id.get(r.id)
+        if theirs is not None and len(theirs.segments) > len(r.segments):
+            r = r.with_(segments=theirs.segments)
         by_id[r.id] = r
     return sorted(by_id.values(), key=lambda r: r.created_at, reverse=True)
 
 
+# ----------------------------------------------------------------------------- checkpoint chains
+
+_JOB_ID = re.compile(r"\d+(?:_\d+)?")
+
+
+def group_segments_path(scratch: str, group_id: str) -> str:
+    return f"{RemotePaths(scratch).group_dir(group_id)}/segments"
+
+
+def parse_segments(text: str) -> tuple[str, ...]:
+    """``<group_dir>/segments`` (one job id per line, appended by the jobs) -> ids in order,
+    each once; anything that is not a job id is ignored."""
+    out: list[str] = []
+    for line in text.splitlines():
+        tok = line.strip()
+        if _JOB_ID.fullmatch(tok) and tok not in out:
+            out.append(tok)
+    return tuple(out)
+
+
+def group_of(info: "JobInfo | None") -> str | None:
+    """The race group a job belongs to, from the ``--comment=rvgroup:<id>`` it carries."""
+    comment = (info.comment or "") if info is not None else ""
+    if not comment.startswith("rvgroup:"):
+        return None
+    gid = comment[len("rvgroup:"):].strip()
+    return gid if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", gid) else None
+
+
+async def read_segments(cluster: "Cluster", group_id: str) -> tuple[str, ...]:
+    """The group's chain as the cluster knows it (empty when there is none or it is unreadable)."""
+    path = group_segments_path(cluster.scratch, group_id)
+    try:
+        res = await cluster.exec(f"cat {q(path)} 2>/dev/null; exit 0", timeout=30)
+    except Exception:
+        return ()
+    return parse_segments(res.stdout)
+
+
+async def next_segment(cluster: "Cluster", job_id: str, info: "JobInfo | None") -> str | None:
+    """The checkpoint segment that continues ``job_id``'s chain, if it resubmitted one.
+
+    The group comes from the job's Slurm comment, else from the local store (Slurm may have
+    forgotten a finished job)."""
+    gid = group_of(info)
+    if gid is None:
+        try:
+            rec = GroupStore().find_job(job_id)
+        except Exception:  # noqa: BLE001 - no local records: no chain known
+            rec = None
+        gid = rec.id if rec is not None else None
+    if gid is None:
+        return None
+    chain = await read_segments(cluster, gid)
+    if job_id in chain:
+        i = chain.index(job_id)
+        return chain[i + 1] if i + 1 < len(chain) else None
+    return None
+
+
 __all__ = [
     "GitInfo", "GroupJob", "GroupRecord", "GroupStore", "ensure_group_dir", "fetch_remote_records",
-    "git_info", "group_jobs_path", "group_json_path", "merge_records", "new_group_id",
-    "publish_jobs", "publish_record", "utc_now_iso",
+    "git_info", "group_jobs_path", "group_json_path", "group_of", "group_segments_path",
+    "merge_records", "new_group_id", "next_segment", "parse_segments", "publish_jobs",
+    "publish_record", "read_segments", "utc_now_iso",
 ]

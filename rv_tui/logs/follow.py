@@ -5,6 +5,12 @@ files, streams them over one channel (never re-reading files in a loop), watches
 with a cheap squeue per ``poll`` seconds, drains the last lines after the job ends, and finishes
 with a :class:`JobEnded` carrying the final state and an exit code that is never 0 for a job that
 failed, was cancelled, killed by a signal or timed out.
+
+Two things that are not the end of a job: a Slurm controller that does not answer (slurmctld
+restarting: :class:`~rv_tui.cluster.base.ControllerUnavailable`) only means "unknown, ask again",
+so the follower says so once and keeps polling; and a checkpoint segment that resubmitted itself
+hands over to the next segment of its chain (``<group_dir>/segments``), so one ``follow`` covers
+the whole chain and its JobEnded is the chain's final state.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Sequence
 
-from rv_tui.cluster.base import Cluster, JobInfo
+from rv_tui.cluster.base import Cluster, ControllerUnavailable, JobInfo
 from rv_tui.errors import RvError
 from rv_tui.logs.events import JobEnded, JobStatus, LogEvent, LogLine, Stream
 from rv_tui.logs.locate import JobLogs, check_job_id, locate_logs
@@ -40,8 +46,37 @@ def exit_code_of(info: JobInfo | None) -> int:
 
 
 async def job_info(cluster: Cluster, job_id: str) -> JobInfo | None:
+    """The job as Slurm reports it; None only when Slurm says it does not know the id.
+    Raises :class:`ControllerUnavailable` when Slurm did not answer."""
     infos = await cluster.jobs([job_id])
     return next((j for j in infos if j.job_id == job_id), None)
+
+
+#: JobStatus.state while the controller does not answer (the job's real state is unknown).
+UNREACHABLE = "UNKNOWN"
+UNREACHABLE_REASON = "the Slurm controller is not answering; still asking"
+
+
+class _Poller:
+    """``job_info`` that turns a controller outage into "no news" (and remembers it once)."""
+
+    def __init__(self, cluster: Cluster, job_id: str) -> None:
+        self.cluster = cluster
+        self.job_id = job_id
+        self.down = False  # the last question went unanswered
+        self.outages = 0  # how many times the controller stopped answering
+
+    async def ask(self) -> tuple[bool, JobInfo | None]:
+        """(answered, info): info None with answered=True means Slurm does not know the job."""
+        try:
+            info = await job_info(self.cluster, self.job_id)
+        except ControllerUnavailable:
+            if not self.down:
+                self.outages += 1
+            self.down = True
+            return False, None
+        self.down = False
+        return True, info
 
 
 async def latest_job_id(cluster: Cluster) -> str:
@@ -89,6 +124,10 @@ async def resolve(cluster: Cluster, job_id: str, info: JobInfo | None) -> JobLog
     return await locate_logs(cluster, job_id, info, name=name, nodes=nodes)
 
 
+#: JobStatus.state when a checkpoint segment hands over to the next one (reason names it).
+RESUBMITTED = "RESUBMITTED"
+
+
 async def follow(
     cluster: Cluster,
     job_id: str,
@@ -102,13 +141,71 @@ async def follow(
     vanish_after: int = 3,
     queue_size: int = 10_000,
     known: tuple[JobInfo | None, JobLogs] | None = None,
+    chain: bool = True,
 ) -> AsyncIterator[LogEvent]:
     """Events of one job until it ends: JobStatus while waiting, LogLine as lines arrive, then
     one JobEnded.  ``last`` limits the backlog to each file's last lines; ``node``/``streams``
     filter.  Closing the generator early closes the remote stream.  ``known`` is the job's info
-    and located files when the caller already looked them up (saves those round trips)."""
+    and located files when the caller already looked them up (saves those round trips).
+
+    With ``chain`` (the default) a checkpoint segment that resubmitted itself is followed into
+    its next segment (a ``JobStatus(id, "RESUBMITTED", "continues as job N")`` marks the
+    hand-over) and the one JobEnded is the last segment's."""
     check_job_id(job_id)
-    info = known[0] if known is not None else await job_info(cluster, job_id)
+    current = job_id
+    seen = {job_id}
+    while True:
+        ended: JobEnded | None = None
+        final: list[JobInfo | None] = []
+        async for ev in _follow_one(cluster, current, node=node, streams=streams, last=last, poll=poll,
+                                    drain_quiet=drain_quiet, drain_max=drain_max,
+                                    vanish_after=vanish_after, queue_size=queue_size, known=known,
+                                    final=final):
+            if isinstance(ev, JobEnded):
+                ended = ev
+            else:
+                yield ev
+        assert ended is not None
+        nxt = None
+        if chain and ended.state == "COMPLETED" and ended.exit_code == 0:
+            from rv_tui.jobs.store import next_segment
+
+            nxt = await next_segment(cluster, current, final[0] if final else None)
+        if nxt is None or nxt in seen:
+            yield ended
+            return
+        seen.add(nxt)
+        yield JobStatus(current, RESUBMITTED, f"continues as job {nxt}")
+        current, known, last = nxt, None, None
+
+
+async def _follow_one(
+    cluster: Cluster,
+    job_id: str,
+    *,
+    node: int | None,
+    streams: Sequence[Stream],
+    last: int | None,
+    poll: float,
+    drain_quiet: float,
+    drain_max: float,
+    vanish_after: int,
+    queue_size: int,
+    known: tuple[JobInfo | None, JobLogs] | None,
+    final: list[JobInfo | None],
+) -> AsyncIterator[LogEvent]:
+    """:func:`follow` for one job id (no chain); appends the job's last JobInfo to ``final``."""
+    check_job_id(job_id)
+    poller = _Poller(cluster, job_id)
+    if known is not None:
+        info = known[0]
+    else:
+        answered, info = await poller.ask()
+        if not answered:
+            yield JobStatus(job_id, UNREACHABLE, UNREACHABLE_REASON)
+        while not answered:  # the controller is down: wait for an answer, never guess
+            await asyncio.sleep(poll)
+            answered, info = await poller.ask()
     last_state: tuple[str, str | None] | None = None
     misses = 0
     # 1) wait for a pending job to start
@@ -117,7 +214,13 @@ async def follow(
             last_state = (info.state, info.reason)
             yield JobStatus(job_id, info.state, info.reason)
         await asyncio.sleep(poll)
-        info = await job_info(cluster, job_id)
+        answered, cur = await poller.ask()
+        if not answered:
+            if last_state != (UNREACHABLE, UNREACHABLE_REASON):
+                last_state = (UNREACHABLE, UNREACHABLE_REASON)
+                yield JobStatus(job_id, UNREACHABLE, UNREACHABLE_REASON)
+            continue
+        info = cur
         known = None  # the files are listed again once the job has started
     logs = known[1] if known is not None else await resolve(cluster, job_id, info)
     sources = logs.select(node=node, streams=streams)
@@ -127,6 +230,7 @@ async def follow(
         lines, _missing = await read_sources(cluster, sources, last=last, sequencer=seqr)
         for line in lines:
             yield line
+        final.append(info)
         yield _ended(job_id, info)
         return
     yield JobStatus(job_id, info.state, info.reason)
@@ -154,7 +258,7 @@ async def follow(
                 await agen.aclose()
 
     task = asyncio.get_running_loop().create_task(pump())
-    final: JobInfo | None = info
+    last_info: JobInfo | None = info
     try:
         ended_at: float | None = None
         last_line_at = time.monotonic()
@@ -183,22 +287,31 @@ async def follow(
                               hint="run `rv logs` again to resume") from item
             if ended_at is None and time.monotonic() >= next_poll:
                 next_poll = time.monotonic() + poll
-                cur = await job_info(cluster, job_id)
+                was_down = poller.down
+                answered, cur = await poller.ask()
+                if not answered:  # unknown is not gone: keep streaming, ask again
+                    if not was_down:
+                        yield JobStatus(job_id, UNREACHABLE, UNREACHABLE_REASON)
+                    continue
+                if was_down and cur is not None and not cur.is_terminal:
+                    yield JobStatus(job_id, cur.state, cur.reason)
                 if cur is None:
                     misses += 1
                     if misses >= vanish_after:
-                        final = None
+                        last_info = None
                         ended_at = time.monotonic()
                 else:
                     misses = 0
-                    final = cur
+                    last_info = cur
                     if cur.is_terminal:
                         ended_at = time.monotonic()
     finally:
         task.cancel()
         with contextlib.suppress(BaseException):
             await task
-    yield _ended(job_id, final if final is None or final.is_terminal else None)
+    end_info = last_info if last_info is None or last_info.is_terminal else None
+    final.append(end_info)
+    yield _ended(job_id, end_info)
 
 
 def _ended(job_id: str, info: JobInfo | None) -> JobEnded:

@@ -69,8 +69,9 @@ def squeue_jobs_command(user: str | None, job_ids: Sequence[str] | None = None, 
                         all_states: bool = False) -> str:
     """The user's jobs (or the given ids) in the :data:`SQUEUE_JOB_FIELDS` format.
 
-    ``squeue -j`` fails outright when one id is unknown, so the error is swallowed: the caller
-    looks up missing ids with :func:`scontrol_jobs_command`.
+    ``squeue -j`` fails when every id is unknown, so its exit status is ignored: the caller
+    looks up missing ids with :func:`scontrol_jobs_command`, and reads stderr only to tell
+    "Invalid job id" from a controller that did not answer.
     """
     fmt = SEP.join(code for _, code in SQUEUE_JOB_FIELDS)
     argv: list[str] = ["squeue", "-h", "-o", fmt]
@@ -81,7 +82,16 @@ def squeue_jobs_command(user: str | None, job_ids: Sequence[str] | None = None, 
     if all_states or job_ids:
         argv += ["-t", "all"]
     cmd = join(argv)
-    return f"{cmd} 2>/dev/null || true" if job_ids else cmd
+    # stderr is kept: "Invalid job id" is fine, anything else means Slurm did not answer
+    return f"{cmd} || true" if job_ids else cmd
+
+
+def squeue_restarts_command(user: str | None) -> str:
+    """``JobID<SEP>RestartCnt`` of the user's jobs (``-o`` has no restart-count field)."""
+    argv: list[str] = ["squeue", "-h", "-O", f"JobID:{SEP},RestartCnt:{SEP}"]
+    if user:
+        argv += ["-u", user]
+    return join(argv) + " 2>/dev/null || true"
 
 
 def scontrol_jobs_command(job_ids: Sequence[str]) -> str:

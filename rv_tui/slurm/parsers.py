@@ -389,8 +389,42 @@ def parse_scontrol_jobs(text: str, tz: tzinfo) -> list[JobInfo]:
             stdout_path=rec.get("StdOut") or None,
             stderr_path=rec.get("StdErr") or None,
             comment=None if comment in _NULLS else comment,
+            restart_count=_int(rec.get("Restarts", "0")),
         ))
     return jobs
+
+
+# --------------------------------------------------------------------------- query errors
+
+#: What Slurm says about a job id it does not know (the only "this job is gone" answer).
+INVALID_JOB_ID = "invalid job id"
+
+
+def job_query_errors(text: str) -> list[str]:
+    """Error lines of squeue/scontrol job queries other than "Invalid job id specified".
+
+    Why: while slurmctld restarts (or is too busy) these commands print ``slurm_load_jobs error:
+    Unable to contact slurm controller`` or ``Socket timed out`` and nothing else; that means
+    "unknown, ask again", and must never be read as "the job vanished".  Record lines
+    (``JobId=...``) and blank lines are not errors."""
+    out = []
+    for line in text.splitlines():
+        low = line.strip().lower()
+        if not low or line.startswith("JobId=") or INVALID_JOB_ID in low:
+            continue
+        if "error" in low or "unable to contact" in low or "timed out" in low:
+            out.append(line.strip())
+    return out
+
+
+def parse_restart_counts(text: str) -> dict[str, int]:
+    """``squeue -O JobID,RestartCnt`` output (SEP-separated) -> ``{job_id: restarts}``."""
+    out: dict[str, int] = {}
+    for raw in text.split("\n"):
+        fields = [f.strip() for f in raw.split(SEP)]
+        if len(fields) >= 2 and fields[0] and fields[1].isdigit():
+            out[fields[0]] = int(fields[1])
+    return out
 
 
 # --------------------------------------------------------------------------- sbatch / scancel
