@@ -19,7 +19,7 @@ from rv_tui.durations import format_human
 from rv_tui.errors import RvError
 from rv_tui.gpus import types_for_gres
 from rv_tui.jobs.reasons import reason_text
-from rv_tui.jobs.store import GroupRecord, GroupStore, fetch_remote_records, merge_records
+from rv_tui.jobs.store import GroupRecord, GroupStore, fetch_remote_records, merge_records, read_segments
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -57,7 +57,8 @@ def eta_text(eta: datetime | None, now: datetime | None) -> str:
 
 
 def job_row(info: JobInfo | None, job_id: str, rec: GroupRecord | None, now: datetime | None) -> dict[str, Any]:
-    gj = rec.job(job_id) if rec else None
+    seg = rec.segment_index(job_id) if rec else None
+    gj = (rec.job(job_id) or (rec.job(rec.winner) if seg and rec.winner else None)) if rec else None
     state = info.state if info else ("GONE" if rec else "?")
     gtype = gpu_label(info.gres if info else "", gj.gpu_type if gj else None)
     topo = f"{gj.nodes}x{gj.gpus_per_node}" if gj else (f"{info.num_nodes}x?" if info else "")
@@ -76,7 +77,9 @@ def job_row(info: JobInfo | None, job_id: str, rec: GroupRecord | None, now: dat
         "elapsed": format_human(info.elapsed_s) if info else "",
         "elapsed_s": info.elapsed_s if info else None,
         "name": info.name if info else (gj.name if gj else ""),
-        "winner": bool(rec and rec.winner == job_id),
+        "winner": bool(rec and (rec.current_job or rec.winner) == job_id),
+        "segment": seg,  # position in the winner's checkpoint chain (1 = the winner), else None
+        "restarts": info.restart_count if info else 0,  # Slurm requeues/restarts of this job
     }
 
 
@@ -95,16 +98,16 @@ async def collect(cluster: Cluster, store: GroupStore, include_finished: bool) -
     records = merge_records(store.all(), await fetch_remote_records(cluster))
     index: dict[str, GroupRecord] = {}
     for rec in records:
-        for jid in rec.job_ids:
+        for jid in rec.all_job_ids:  # a checkpoint chain's later segments belong to the group
             index.setdefault(jid, rec)
     by_id = {j.job_id: j for j in active}
     wanted_groups: list[GroupRecord] = []
     for rec in records:
-        live = any(j in by_id for j in rec.job_ids)
+        live = any(j in by_id for j in rec.all_job_ids)
         if live or include_finished:
             wanted_groups.append(rec)
     if include_finished:
-        missing = [j for rec in wanted_groups[:30] for j in rec.job_ids if j not in by_id]
+        missing = [j for rec in wanted_groups[:30] for j in rec.all_job_ids if j not in by_id]
         if missing:
             for info in await cluster.jobs(missing):
                 by_id.setdefault(info.job_id, info)
@@ -114,10 +117,11 @@ async def collect(cluster: Cluster, store: GroupStore, include_finished: bool) -
         now = None
     groups = []
     for rec in (wanted_groups[:30] if include_finished else wanted_groups):
-        rows = [job_row(by_id.get(j), j, rec, now) for j in rec.job_ids]
+        rows = [job_row(by_id.get(j), j, rec, now) for j in rec.all_job_ids]
         groups.append({
             "group_id": rec.id, "name": rec.name, "kind": rec.kind, "command": rec.command,
             "created_at": rec.created_at, "git": rec.git.tag if rec.git else "", "winner": rec.winner,
+            "segments": list(rec.segments), "current_job": rec.current_job,
             "state": group_state(rows), "jobs": rows,
         })
     others = [job_row(j, j.job_id, None, now) for j in active if j.job_id not in index]
@@ -135,6 +139,10 @@ def render(data: dict[str, Any]) -> str:
         for r in g["jobs"]:
             mark = "*" if r["winner"] else " "
             extra = f"  {r['eta']}" if r["eta"] else ""
+            if r.get("segment"):
+                extra += f"  [segment {r['segment']}]"
+            if r.get("restarts"):
+                extra += f"  [restarted {r['restarts']}x]"
             lines.append(f"  {mark}{r['job_id']:<10}{r['state']:<11}{r['gpu_type'] + ':' + r['topology']:<14}"
                          f"{r['elapsed']:<8}{r['where']}{extra}")
     if data["other"]:
@@ -142,17 +150,20 @@ def render(data: dict[str, Any]) -> str:
             lines.append("")
         lines.append(f"{'JOB':<11}{'NAME':<20}{'STATE':<11}{'GPU':<12}{'ELAPSED':<9}WHERE")
         for r in data["other"]:
+            restarts = f"  [restarted {r['restarts']}x]" if r.get("restarts") else ""
             lines.append(f"{r['job_id']:<11}{r['name'][:19]:<20}{r['state']:<11}{r['gpu_type']:<12}"
-                         f"{r['elapsed']:<9}{r['where']}{('  ' + r['eta']) if r['eta'] else ''}")
+                         f"{r['elapsed']:<9}{r['where']}{('  ' + r['eta']) if r['eta'] else ''}{restarts}")
     return "\n".join(lines) if lines else "no jobs"
 
 
 async def reap_orphaned_losers(cluster: Cluster, data: dict[str, Any]) -> list[str]:
-    """Pending siblings of a group whose winner is known: cancel them (safety net for old scripts)."""
+    """Pending siblings of a group whose winner is known: cancel them (safety net for old scripts).
+    The winner's checkpoint segments are the same job continuing, never losers."""
     todo = []
     for g in data["groups"]:
         if g["winner"]:
-            todo += [r["job_id"] for r in g["jobs"] if r["job_id"] != g["winner"] and r["state"] == "PENDING"]
+            keep = {g["winner"], *g.get("segments", ())}
+            todo += [r["job_id"] for r in g["jobs"] if r["job_id"] not in keep and r["state"] == "PENDING"]
     if todo:
         await cluster.cancel(todo)
     return todo
@@ -183,15 +194,15 @@ async def resolve_targets(cluster: Cluster, store: GroupStore, target: str) -> t
     records = merge_records(store.all(), await fetch_remote_records(cluster))
     for rec in records:
         if rec.id == target:
-            return rec.job_ids, rec
+            return rec.all_job_ids, rec
     if target.replace("_", "").isdigit():
         for rec in records:
-            if target in rec.job_ids:
-                return rec.job_ids, rec
+            if target in rec.all_job_ids:
+                return rec.all_job_ids, rec
         return [target], None
     named = [r for r in records if r.name == target]
     if named:
-        return named[0].job_ids, named[0]
+        return named[0].all_job_ids, named[0]
     jobs = [j for j in await cluster.jobs() if j.name == target]
     if jobs:
         return [j.job_id for j in jobs], None
@@ -220,6 +231,13 @@ async def stop_main(args: argparse.Namespace) -> int:
                           "launch it (a typo, or a job that ended long ago)", hint="see `rv ps -a`")
         if ids:
             await cluster.cancel(ids)
+        if rec is not None:
+            # a segment that was resubmitting itself as we cancelled: its successor is new
+            late = [j for j in await read_segments(cluster, rec.id) if j not in ids]
+            if late:
+                before.update({j.job_id: j.state for j in await cluster.jobs(late)})
+                await cluster.cancel(late)
+                ids = ids + late
     if rec is not None:
         store_rec = store.get(rec.id)
         if store_rec is not None and store_rec.state == "racing":

@@ -8,9 +8,11 @@ Pruning removes snapshots older than 7 days, judged by the creation time in the 
 copies ``code/``'s old mtime onto the new directory, so mtime would lie), but never one a live job
 uses: a job appends its ``$SLURM_JOB_ID`` to ``.rv-jobs`` in its snapshot when it starts
 (:func:`job_snippet`), rv records the submitted ids there too (:func:`record_jobs`), and prune
-keeps every snapshot whose ids include a job squeue still lists (pending or running, including a
-checkpoint chain's resubmissions, which inherit the snapshot), or whose path is a live job's
-working directory.
+keeps every snapshot whose ids include a job squeue still lists (pending or running).  A
+checkpoint chain is one job: a live segment's group (its ``rvgroup:`` comment) names the chain in
+``<group_dir>/segments``, and every id of that chain counts as live, so the snapshot the winner
+recorded stays while a later segment waits in the queue (that segment's id is only written into
+``.rv-jobs`` once it starts).  A live job's working directory is kept too, as a last resort.
 """
 
 from __future__ import annotations
@@ -70,14 +72,24 @@ class PruneResult:
     kept_in_use: list[str]
 
 
-def prune_command(snapshots_dir: str, *, max_age_days: float = MAX_AGE_DAYS, now_ms: int | None = None) -> str:
-    """One script: list live jobs once, remove old snapshots no live job uses."""
+def prune_command(snapshots_dir: str, *, max_age_days: float = MAX_AGE_DAYS, now_ms: int | None = None,
+                  groups_dir: str | None = None) -> str:
+    """One script: list live jobs once (with their checkpoint chains), remove old snapshots no
+    live job uses."""
     cutoff = (now_ms if now_ms is not None else int(time.time() * 1000)) - int(max_age_days * 86400_000)
+    chains = ""
+    if groups_dir:
+        chains = f"""
+g={q(groups_dir)}
+for c in $(printf '%s\\n' "$live" | awk '{{print $2}}' | sed -n 's/^rvgroup://p' | grep -E '^[A-Za-z0-9][A-Za-z0-9._-]*$' | sort -u); do
+  [ -f "$g/$c/segments" ] && ids="$ids
+$(grep -E '^[0-9]+(_[0-9]+)?$' "$g/$c/segments")"
+done"""
     return f"""
 d={q(snapshots_dir)}; cutoff={cutoff}
 [ -d "$d" ] || exit 0
-live=$(squeue -h -u "$(id -un)" -o '%i %Z' 2>/dev/null) || {{ echo "RVERR squeue failed" >&2; exit 3; }}
-ids=$(printf '%s\\n' "$live" | awk '{{print $1}}')
+live=$(squeue -h -u "$(id -un)" -o '%i %k %Z' 2>/dev/null) || {{ echo "RVERR squeue failed" >&2; exit 3; }}
+ids=$(printf '%s\\n' "$live" | awk '{{print $1}}'){chains}
 for s in "$d"/*/; do
   s=${{s%/}}; [ -d "$s" ] || continue
   b=${{s##*/}}; ts=${{b##*-}}
@@ -98,10 +110,13 @@ done
 
 async def prune_snapshots(cluster: Cluster, snapshots_dir: str, *, max_age_days: float = MAX_AGE_DAYS,
                           now_ms: int | None = None) -> PruneResult:
-    """Remove snapshots older than ``max_age_days`` that no live job uses (never raises on a
-    failed squeue: then nothing is removed)."""
-    res = await cluster.exec(prune_command(snapshots_dir, max_age_days=max_age_days, now_ms=now_ms),
-                             timeout=300)
+    """Remove snapshots older than ``max_age_days`` that no live job (or live checkpoint chain)
+    uses (never raises on a failed squeue: then nothing is removed)."""
+    from rv_tui.paths import RemotePaths
+
+    groups = RemotePaths(cluster.scratch).groups_dir if getattr(cluster, "scratch", None) else None
+    res = await cluster.exec(prune_command(snapshots_dir, max_age_days=max_age_days, now_ms=now_ms,
+                                           groups_dir=groups), timeout=300)
     removed, kept = [], []
     for line in res.stdout.splitlines():
         if line.startswith("RM "):
