@@ -209,6 +209,8 @@ class JobInfo:
     stderr_path: str | None = None
     comment: str | None = None
     restart_count: int = 0  # times Slurm requeued/restarted it (scontrol Restarts=, squeue RestartCnt)
+    work_dir: str | None = None  # the job's working directory (sacct WorkDir)
+    from_accounting: bool = False  # True: from sacct, the job has left the queue (final record)
 
     @property
     def is_terminal(self) -> bool:
@@ -217,6 +219,17 @@ class JobInfo:
     @property
     def has_started(self) -> bool:
         return self.state in STARTED_STATES
+
+
+@dataclass(frozen=True)
+class History:
+    """What the accounting database (sacct) says about jobs that may have left the queue: one
+    :class:`JobInfo` per id it knows (final state, exit code, requeue count, work dir; marked
+    ``from_accounting``), or ``available=False`` with a note saying why history is limited."""
+
+    available: bool
+    jobs: dict[str, JobInfo] = field(default_factory=dict)
+    note: str | None = None
 
 
 @dataclass(frozen=True)
@@ -264,6 +277,12 @@ class Cluster(Protocol):
 
     async def jobs(self, job_ids: Sequence[str] | None = None, *, all_users: bool = False) -> list[JobInfo]:
         """The user's jobs (or the given ids, including recently finished ones when known)."""
+        ...
+
+    async def history(self, job_ids: Sequence[str]) -> History:
+        """Final state, exit code, requeue count and work dir of the given jobs from the
+        accounting database: one batched ``sacct`` (one round trip) for all ids.  A cluster
+        without accounting answers ``History(available=False, note=...)``, never raises."""
         ...
 
     async def test_only(self, specs: Sequence[ProbeSpec]) -> list[ProbeResult]:

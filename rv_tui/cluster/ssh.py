@@ -19,13 +19,14 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from rv_tui.cluster.base import (
-    TERMINAL_STATES, ClusterSnapshot, ControllerUnavailable, ExecResult, FileLine, JobInfo,
+    TERMINAL_STATES, ClusterSnapshot, ControllerUnavailable, ExecResult, FileLine, History, JobInfo,
     JobSubmission, ProbeResult, ProbeSpec, SubmitResult,
 )
 from rv_tui.errors import RvError
 from rv_tui.paths import RemotePaths
 from rv_tui.slurm import builders as b
 from rv_tui.slurm import parsers as p
+from rv_tui.slurm import accounting as acct
 
 if TYPE_CHECKING:
     from rv_tui.config import Config
@@ -139,7 +140,9 @@ class SshCluster:
             return list(found.values())
         need = [j for j in ids if j not in found or found[j].state in TERMINAL_STATES]
         if need:
-            sres = await self.pool.run(b.scontrol_jobs_command(need))
+            # scontrol and sacct in one round trip: sacct answers for jobs past MinJobAge
+            sres, hres = await self.pool.run_many([b.scontrol_jobs_command(need),
+                                                   acct.sacct_command(need)])
             problems = p.job_query_errors(sres.stdout + "\n" + sres.stderr)
             if problems:
                 raise ControllerUnavailable(f"Slurm did not answer scontrol: {problems[-1]}",
@@ -147,7 +150,23 @@ class SshCluster:
             for info in p.parse_scontrol_jobs(sres.stdout, tz):
                 if info.job_id in need:
                     found[info.job_id] = info
+            found = acct.with_history(found, self._history_from(hres, tz))
         return [found[j] for j in ids if j in found]
+
+    async def history(self, job_ids: Sequence[str]) -> History:
+        """One batched ``sacct -X -D`` for every id (final state, exit code, requeues, WorkDir)."""
+        ids = [str(j) for j in job_ids if str(j)]
+        if not ids:
+            return History(available=True)
+        tz = await self._tz()
+        return self._history_from(await self.pool.run(acct.sacct_command(ids)), tz)
+
+    @staticmethod
+    def _history_from(res: "CommandResult", tz: Any) -> History:
+        if not res.ok:
+            return History(available=False, note=acct.history_unavailable(res.stderr)
+                           or acct.UNREACHABLE_NOTE)
+        return History(available=True, jobs=acct.parse_sacct(res.stdout, tz))
 
     # ------------------------------------------------------------------ probes
 

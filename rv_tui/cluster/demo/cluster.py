@@ -12,8 +12,10 @@ import os
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 
+from dataclasses import replace
+
 from rv_tui.cluster.base import (
-    ClusterSnapshot, ExecResult, FileLine, JobInfo, JobSubmission, ProbeResult, ProbeSpec,
+    ClusterSnapshot, ExecResult, FileLine, History, JobInfo, JobSubmission, ProbeResult, ProbeSpec,
     SubmitResult,
 )
 
@@ -144,6 +146,17 @@ class DemoCluster:
                     selected.append(job)
         selected.sort(key=lambda j: j.id)
         return [sim.job_info(j) for j in selected]
+
+    async def history(self, job_ids: Sequence[str]) -> History:
+        """The simulation keeps every job, so its accounting knows them all (like sacct)."""
+        self._sync()
+        out: dict[str, JobInfo] = {}
+        for jid in job_ids:
+            job = self.sim.jobs.get(int(jid)) if str(jid).isdigit() else None
+            if job is not None:
+                info = self.sim.job_info(job)
+                out[info.job_id] = replace(info, from_accounting=True, work_dir=self.scratch)
+        return History(available=True, jobs=out)
 
     # ------------------------------------------------------------------ actions
 
