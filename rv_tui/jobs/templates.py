@@ -20,7 +20,9 @@ Fixes over the original templates (original-rv.md §3, §11 items 3, 9, 11, 14-1
 * the command runs in the background while the shell waits, so Slurm's SIGTERM (time limit,
   scancel) and the ``--signal=B:USR2`` early warning reach the traps at once: TIMEOUT and kills
   are reported; final notifications are sent in the foreground with a short timeout;
-* ``--master-port`` injection recognises ``--master_port`` too.
+* the command text is never edited: torchrun's rendezvous comes from ``PET_MASTER_PORT``,
+  ``PET_NNODES``, ``PET_NODE_RANK``, ``PET_MASTER_ADDR`` (flags the user typed still win);
+  :func:`inject_torchrun_flags` stays for callers that want the flags spelled out.
 """
 
 from __future__ import annotations
@@ -41,13 +43,19 @@ from rv_tui.quoting import join, q
 __all__ = [
     "CHECKPOINT_BUFFER_S", "GROUP_COMMENT_PREFIX", "JobContext", "NotifySettings", "attach_command",
     "attach_rc_path", "build_script", "build_submission", "group_comment", "inject_torchrun_flags",
-    "template_kind",
+    "template_kind", "with_begin_delay",
 ]
 
 #: seconds before the segment's end at which a checkpoint segment's command gets SIGUSR1
 #: (``RV_CKPT_BUFFER`` in the job's environment, e.g. from ``rv env``, overrides it)
 CHECKPOINT_BUFFER_S = 600
 GROUP_COMMENT_PREFIX = "rvgroup:"
+#: longest a started job waits for a better-ranked running sibling to claim before claiming itself
+DEFER_MAX_S = 30
+#: gaps (seconds) between the winner's re-scans for siblings whose sbatch landed after its claim
+RESCAN_GAPS_S = (1, 2, 7, 20)
+#: exit status of a job that could not create or read its group's claim (it ran nothing)
+CLAIM_ERROR_EXIT = 3
 #: modules loaded when the cluster has Lmod (Rivanna); skipped silently elsewhere
 DEFAULT_MODULES = ("cuda/12.8.0", "miniforge/24.11.3-py3.12")
 
@@ -84,7 +92,9 @@ def template_kind(ctx: JobContext, strategy: Strategy) -> str:
     """``interactive``, ``checkpoint``, ``multi_node`` or ``simple``."""
     if ctx.command is None:
         return "interactive"  # never resubmit an idle hold (original bug 4)
-    if strategy.kind is StrategyKind.CHECKPOINT:
+    if strategy.kind in (StrategyKind.CHECKPOINT, StrategyKind.TIMEMIN):
+        # a --time-min batch job may get only the window: it is a window-sized checkpoint
+        # segment (SIGUSR1 before its real end, then rv resubmits the rest), as its note says
         return "checkpoint"
     return "multi_node" if strategy.nodes > 1 else "simple"
 
@@ -173,7 +183,7 @@ _MANAGED = {
     "-p", "--partition", "--gres", "-t", "--time", "--time-min", "-A", "--account", "-N", "--nodes",
     "-n", "--ntasks", "--ntasks-per-node", "-c", "--cpus-per-task", "--mem", "-C", "--constraint",
     "-x", "--exclude", "-J", "--job-name", "-o", "--output", "-e", "--error", "--comment",
-    "--signal", "--gpus", "-G", "--gpus-per-node",
+    "--signal", "--gpus", "-G", "--gpus-per-node", "--open-mode",
 }
 
 
@@ -234,6 +244,7 @@ def _directives(ctx: JobContext, s: Strategy, kind: str) -> list[str]:
         d.append(f"#SBATCH --exclude={_check_directive('exclude', ','.join(ctx.exclude_nodes))}")
     d.append(f"#SBATCH -o {logs}/%x-%j.out")
     d.append(f"#SBATCH -e {logs}/%x-%j.err")
+    d.append("#SBATCH --open-mode=append")  # a requeued run keeps the first run's output
     d.append(f"#SBATCH --comment={group_comment(ctx.group_id)}")
     warn = min(120, max(10, s.walltime_s // 4))
     d.append(f"#SBATCH --signal=B:USR2@{warn}")
@@ -245,43 +256,105 @@ def _directives(ctx: JobContext, s: Strategy, kind: str) -> list[str]:
 
 def _claim_block(ctx: JobContext) -> str:
     gdir = RemotePaths(ctx.scratch).group_dir(ctx.group_id)
+    ticks = DEFER_MAX_S * 5
+    rescans = " ".join(str(int(x)) for x in RESCAN_GAPS_S)
     return f"""\
-# --- first wins: claim the race group atomically before doing anything else
+# --- first wins: claim the race group atomically before doing anything else.
+#     merit: a job that starts while a better-ranked sibling (an earlier job id of this group: rv
+#     submits in rank order) is RUNNING/CONFIGURING lets that sibling claim first;
+#     requeue: the owner restarted under its own id runs again, everybody else stays a loser;
+#     fail closed: any error but "the claim exists" stops the job before the command.
 _rv_gid={q(ctx.group_id)}
 _rv_gdir={q(gdir)}
 _rv_claim="$_rv_gdir/claim"
-mkdir -p -- "$_rv_gdir" 2>/dev/null
-if [ -n "${{RV_CLAIM_OWNER:-}}" ] && [ "$(cat -- "$_rv_claim/owner" 2>/dev/null)" = "$RV_CLAIM_OWNER" ]; then
-  echo "[rv] race group $_rv_gid: segment of job $RV_CLAIM_OWNER's chain continues as job $SLURM_JOB_ID"
-elif mkdir -- "$_rv_claim" 2>/dev/null; then
-  printf '%s\\n' "$SLURM_JOB_ID" > "$_rv_claim/owner.$SLURM_JOB_ID" && mv -f -- "$_rv_claim/owner.$SLURM_JOB_ID" "$_rv_claim/owner"
-  RV_CLAIM_OWNER=$SLURM_JOB_ID
-  printf '%s\\n' "$SLURM_JOB_ID" >> "$_rv_gdir/segments"
-  echo "[rv] race group $_rv_gid won by job $SLURM_JOB_ID"
-elif [ -d "$_rv_claim" ]; then
-  _rv_w=""
-  for _rv_i in $(seq 1 50); do
-    _rv_w=$(cat -- "$_rv_claim/owner" 2>/dev/null)
-    [ -n "$_rv_w" ] && break
+_rv_me=$SLURM_JOB_ID
+_rv_won=""
+_rv_scan=""
+_rv_restart=${{SLURM_RESTART_COUNT:-0}}
+case "$_rv_restart" in ''|*[!0-9]*) _rv_restart=0 ;; esac
+_rv_closed() {{ echo "[rv] $*; not running the command" >&2; exit {CLAIM_ERROR_EXIT}; }}
+if [ "$_rv_restart" -gt 0 ]; then
+  _rv_m="[rv] ===== restart $_rv_restart of job $_rv_me (requeued by Slurm) on $(hostname) at $(date '+%Y-%m-%dT%H:%M:%S') ====="
+  echo "$_rv_m"; echo "$_rv_m" >&2
+fi
+_rv_e=$(mkdir -p -- "$_rv_gdir" 2>&1) || _rv_closed "cannot create the race group directory $_rv_gdir: ${{_rv_e:-mkdir failed}}"
+_rv_better() {{
+  squeue -h -u "${{USER:-$(id -un)}}" -o '%i %k %T' 2>/dev/null | awk -v c="rvgroup:$_rv_gid" -v me="$_rv_me" \\
+    '$2 == c && $1 ~ /^[0-9]+$/ && $1 + 0 < me + 0 && ($3 == "RUNNING" || $3 == "CONFIGURING") {{printf "%s ", $1}}'
+}}
+_rv_defer() {{
+  local _b _t=0
+  _b=$(_rv_better)
+  [ -n "$_b" ] || return 0
+  echo "[rv] deferring to better-ranked sibling(s) already running: $_b"
+  while [ "$_t" -lt {ticks} ]; do
+    [ -d "$_rv_claim" ] && return 0
+    sleep 0.2; _t=$((_t + 1))
+    if [ $((_t % 5)) = 0 ]; then
+      _b=$(_rv_better)
+      if [ -z "$_b" ]; then echo "[rv] the better-ranked sibling(s) ended without claiming; claiming"; return 0; fi
+    fi
+  done
+  echo "[rv] better-ranked sibling(s) $_b did not claim within {DEFER_MAX_S}s; claiming"
+}}
+_rv_owner() {{
+  local _i _w=""
+  for _i in $(seq 1 50); do
+    _w=$(cat -- "$_rv_claim/owner" 2>/dev/null)
+    [ -n "$_w" ] && break
     sleep 0.1
   done
-  echo "[rv] race group already won by job ${{_rv_w:-?}}; exiting"
-  exit 0
+  printf '%s' "$_w"
+  [ -n "$_w" ]
+}}
+_rv_cur=$(cat -- "$_rv_claim/owner" 2>/dev/null)
+if [ -n "${{RV_CLAIM_OWNER:-}}" ] && [ "$_rv_cur" = "$RV_CLAIM_OWNER" ]; then
+  echo "[rv] race group $_rv_gid: segment of job $RV_CLAIM_OWNER's chain continues as job $_rv_me"
+elif [ -n "$_rv_cur" ] && [ "$_rv_cur" = "$_rv_me" ]; then
+  echo "[rv] race group $_rv_gid: job $_rv_me owns the claim; running the command again (restart $_rv_restart)"
+  RV_CLAIM_OWNER=$_rv_me
 else
-  echo "[rv] warning: cannot create $_rv_claim; running without the first-wins guard" >&2
-  RV_CLAIM_OWNER=$SLURM_JOB_ID
+  [ -d "$_rv_claim" ] || _rv_defer
+  if _rv_e=$(mkdir -- "$_rv_claim" 2>&1); then
+    _rv_e=$( {{ printf '%s\\n' "$_rv_me" > "$_rv_claim/owner.$_rv_me" && mv -f -- "$_rv_claim/owner.$_rv_me" "$_rv_claim/owner"; }} 2>&1 ) \\
+      || _rv_closed "claimed $_rv_claim but cannot record the owner in $_rv_claim/owner: ${{_rv_e:-write failed}}"
+    RV_CLAIM_OWNER=$_rv_me
+    _rv_won=1
+    printf '%s\\n' "$_rv_me" >> "$_rv_gdir/segments"
+    echo "[rv] race group $_rv_gid won by job $_rv_me"
+  elif [ -d "$_rv_claim" ]; then
+    _rv_w=$(_rv_owner) || _rv_closed "the race group's claim exists but its owner $_rv_claim/owner cannot be read"
+    if [ "$_rv_w" != "$_rv_me" ]; then
+      echo "[rv] race group already won by job $_rv_w; exiting"
+      exit 0
+    fi
+    echo "[rv] race group $_rv_gid: job $_rv_me owns the claim; running the command again (restart $_rv_restart)"
+    RV_CLAIM_OWNER=$_rv_me
+  else
+    _rv_closed "cannot create the race group's claim $_rv_claim: ${{_rv_e:-mkdir failed}}"
+  fi
 fi
-printf '%s\\n' "$SLURM_JOB_ID" > "$_rv_gdir/winner.$SLURM_JOB_ID" 2>/dev/null && mv -f -- "$_rv_gdir/winner.$SLURM_JOB_ID" "$_rv_gdir/winner"
-# cancel the siblings still queued (or just started): same group comment, or listed by the client
-_rv_keep=" $SLURM_JOB_ID $RV_CLAIM_OWNER $(tr '\\n' ' ' < "$_rv_gdir/segments" 2>/dev/null) "
-_rv_kill=""
-for _rv_id in $( {{ squeue -h -u "${{USER:-$(id -un)}}" -o '%i %k' 2>/dev/null | awk -v c="rvgroup:$_rv_gid" '$2 == c {{print $1}}'; cat -- "$_rv_gdir/jobs" 2>/dev/null; }} | grep -E '^[0-9]+$' | sort -u); do
-  case "$_rv_keep" in *" $_rv_id "*) ;; *) _rv_kill="$_rv_kill $_rv_id" ;; esac
-done
-if [ -n "$_rv_kill" ]; then
-  echo "[rv] cancelling siblings:$_rv_kill"
-  scancel $_rv_kill 2>/dev/null || true
-fi
+printf '%s\\n' "$_rv_me" > "$_rv_gdir/winner.$_rv_me" 2>/dev/null && mv -f -- "$_rv_gdir/winner.$_rv_me" "$_rv_gdir/winner"
+# cancel the siblings still queued (or just started): same group comment, or listed by the client;
+# again a few times later (and at exit) for siblings whose sbatch landed after this scan
+_rv_gone=" "
+_rv_siblings() {{
+  local _keep _kill="" _id
+  _keep=" $_rv_me $RV_CLAIM_OWNER $(tr '\\n' ' ' < "$_rv_gdir/segments" 2>/dev/null) "
+  for _id in $( {{ squeue -h -u "${{USER:-$(id -un)}}" -o '%i %k' 2>/dev/null | awk -v c="rvgroup:$_rv_gid" '$2 == c {{print $1}}'; cat -- "$_rv_gdir/jobs" 2>/dev/null; }} | grep -E '^[0-9]+$' | sort -u); do
+    case "$_keep$_rv_gone" in *" $_id "*) ;; *) _kill="$_kill $_id" ;; esac
+  done
+  if [ -n "$_kill" ]; then
+    echo "[rv] cancelling ${{1:-}}siblings:$_kill"
+    scancel $_kill 2>/dev/null || true
+    _rv_gone="$_rv_gone${{_kill# }} "
+  fi
+}}
+_rv_siblings
+( trap - TERM INT USR1 USR2 EXIT; for _rv_d in {rescans}; do sleep "$_rv_d" </dev/null >/dev/null 2>&1; _rv_siblings "late "; done ) &
+_rv_scan=$!
+# at exit: stop the re-scanner, one last look for late siblings
+_rv_claim_exit() {{ [ -z "$_rv_scan" ] || kill "$_rv_scan" 2>/dev/null; _rv_scan=""; _rv_siblings "late "; }}
 """
 
 
@@ -339,6 +412,7 @@ _rv_on_term() {{
 }}
 _rv_on_exit() {{
   local _rv_rc=$?
+  _rv_claim_exit
 {exit_body}
 }}
 trap _rv_on_usr2 USR2
@@ -384,7 +458,7 @@ def _srun_prefix(ctx: JobContext, s: Strategy) -> str:
     return join([
         "srun", f"--nodes={int(s.nodes)}", f"--ntasks={int(s.nodes)}", "--ntasks-per-node=1",
         "--kill-on-bad-exit=1", f"--output={logs}/{ctx.name}-%j.node%t.out",
-        f"--error={logs}/{ctx.name}-%j.node%t.err", "--export=ALL",
+        f"--error={logs}/{ctx.name}-%j.node%t.err", "--open-mode=append", "--export=ALL",
     ])
 
 
@@ -394,13 +468,18 @@ _CKPT_INNER = 'trap : USR1; eval "$1"'  # the shell survives SIGUSR1; its child 
 def _run_block(ctx: JobContext, s: Strategy, kind: str) -> str:
     assert ctx.command is not None
     multi = s.nodes > 1
-    cmd = inject_torchrun_flags(ctx.command, multi)
-    out = [f"_rv_cmd={q(cmd)}"]
+    # the command runs byte for byte (rv_tui.jobs.command); torchrun gets its rendezvous from
+    # PET_* variables (its documented env fallback for each flag), so flags the user typed win
+    # and the text is never edited
+    out = ["# --- the command, exactly as typed, under bash -c",
+           f"_rv_cmd={q(ctx.command)}",
+           'export PET_MASTER_PORT="$MASTER_PORT"'
+           + (' PET_NNODES="$SLURM_NNODES" PET_MASTER_ADDR="$MASTER_ADDR"' if multi else "")]
     if kind == "simple":
         out.append('echo "[rv] job $SLURM_JOB_ID on $(hostname): running the command"')
         out.append('_rv_run bash -c "$_rv_cmd"; _rv_rc=$?')
     elif kind == "multi_node":
-        task = _rank_exports() + '; exec bash -c "$1"'
+        task = _rank_exports() + ' PET_NODE_RANK=$SLURM_PROCID; exec bash -c "$1"'
         out.append(f'echo "[rv] job $SLURM_JOB_ID: {int(s.nodes)} nodes, master $MASTER_ADDR:$MASTER_PORT; '
                    'per-node logs in ${SLURM_JOB_NAME:-job}-$SLURM_JOB_ID.nodeN.{out,err}"')
         out.append(f'_rv_run {_srun_prefix(ctx, s)} bash -c {q(task)} rv-task "$_rv_cmd"; _rv_rc=$?')
@@ -408,7 +487,7 @@ def _run_block(ctx: JobContext, s: Strategy, kind: str) -> str:
         out.append(_checkpoint_prelude(s))
         timed = 'timeout --signal=USR1 -k "$_rv_killafter" "$_rv_tmo" bash -c ' + q(_CKPT_INNER) + ' rv-job'
         if multi:
-            task = _rank_exports() + "; exec " + timed + ' "$1"'
+            task = _rank_exports() + " PET_NODE_RANK=$SLURM_PROCID; exec " + timed + ' "$1"'
             out.append('export _rv_killafter _rv_tmo')
             out.append(f'_rv_run {_srun_prefix(ctx, s)} bash -c {q(task)} rv-task "$_rv_cmd"; _rv_rc=$?')
         else:
@@ -504,6 +583,8 @@ def build_script(ctx: JobContext, strategy: Strategy) -> str:
              "_rv_t0=$(date +%s)", _claim_block(ctx), _env_block(ctx, strategy)]
     if ctx.notify is not None:
         parts.append(notify_shell(ctx.notify, job_name=ctx.name, group_id=ctx.group_id))
+        parts.append('if [ "$_rv_restart" -gt 0 ]; then _rv_notify REQUEUED 0 '
+                     '"requeued by Slurm; restart $_rv_restart runs the command again"; fi\n')
     parts.append(_end_time_block(strategy))
     parts.append(_traps_block(ctx, kind))
     parts.append(_setup_block(ctx))
@@ -550,3 +631,23 @@ def build_submission(ctx: JobContext, strategy: Strategy) -> JobSubmission:
             "checkpoint_buffer_s": CHECKPOINT_BUFFER_S if kind == "checkpoint" else None,
         },
     )
+
+
+def with_begin_delay(sub: JobSubmission, seconds: int) -> JobSubmission:
+    """The same job, eligible only *seconds* after its submission (``#SBATCH --begin=now+N``).
+
+    The race gives this to every "starts now" strategy but the best-ranked one: if the best one
+    starts, it claims the group and cancels them before they are eligible (no wasted allocation);
+    if it does not, they become eligible N seconds later.  ``meta["begin_delay_s"]`` tells the
+    demo cluster the same.
+    """
+    n = int(seconds)
+    if n <= 0:
+        return sub
+    from dataclasses import replace
+
+    head, sep, rest = sub.script.partition("\n")
+    if not head.startswith("#!"):
+        head, sep, rest = "#!/bin/bash", "\n", sub.script
+    script = f"{head}{sep}#SBATCH --begin=now+{n}\n{rest}"
+    return replace(sub, script=script, meta={**sub.meta, "begin_delay_s": n})
