@@ -98,6 +98,8 @@ class ConnectionConfig:
     port: int | None = None
     identity_file: str | None = None
     known_hosts: str | None = None
+    agent: bool = True  # keep one warm connection in a local background agent (rv_tui.agent)
+    agent_idle_timeout: str = "15m"  # the agent exits after this long without a client
 
 
 @dataclass
@@ -332,6 +334,8 @@ _SCHEMA: dict[str, dict[str, _KeySpec]] = {
         "port": _KeySpec(_port_rule, kind=int),
         "identity_file": _KeySpec(_local_path_rule),
         "known_hosts": _KeySpec(_local_path_rule),
+        "agent": _KeySpec(_bool_rule, kind=bool),
+        "agent_idle_timeout": _KeySpec(_time_rule),
     },
     "defaults": {
         "account": _KeySpec(_str_rule(_SLURM_NAME_RE, "Slurm account name")),

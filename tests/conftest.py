@@ -19,6 +19,9 @@ import pytest
 
 CLUSTER_DIR = Path(__file__).resolve().parent / "cluster"
 STATE_DIR = Path(os.environ.get("RV_TEST_CLUSTER_DIR", "/tmp/rv-test-cluster"))
+# Commands connect directly in the suite: a background rv agent per test RV_HOME would outlive
+# the test. tests/test_agent*.py turn it on (and stop what they start).
+os.environ.setdefault("RV_NO_AGENT", "1")
 
 
 def pytest_configure(config: pytest.Config) -> None:

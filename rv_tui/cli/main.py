@@ -19,7 +19,7 @@ from rv_tui.errors import RvError
 #: Command modules, in help order.  A module that is not written yet is skipped.
 COMMAND_MODULES = (
     "up", "run", "ps", "logs", "cost", "status", "env", "sync", "exec", "init", "tui",
-    "ssh", "gpu", "forward",
+    "ssh", "gpu", "forward", "agent",
 )
 
 

@@ -18,10 +18,21 @@ async def open_cluster(config: "Config | None", *, demo: bool = False, seed: int
 
         # persisted: consecutive `rv --demo` commands see the same simulated cluster
         return DemoCluster(seed=seed, speed=speed, persist=True)
+    from rv_tui.agent.client import open_agent
     from rv_tui.cluster.ssh import SshCluster
 
-    cluster = SshCluster.from_config(config)
-    await cluster.connect()
+    # the warm connection of the local rv agent (started now if needed); None: connect directly
+    pool = await open_agent(config)
+    if pool is not None:
+        cluster = SshCluster(pool, name=config.connection.host, user=config.connection.user,  # type: ignore[arg-type]
+                             scratch=config.scratch)
+    else:
+        cluster = SshCluster.from_config(config)
+    try:
+        await cluster.connect()
+    except BaseException:
+        await cluster.close()
+        raise
     return cluster
 
 

@@ -1,39 +1,30 @@
 """A bounded, observable record of every command the pool sends.
 
 The TUI shows it as a command log ("what is rv doing on my cluster?") and bug reports
-include it. Commands are recorded as sent; callers must keep secrets out of command
-strings (env values travel by SFTP), but :func:`redact` masks obvious ``KEY=value``
-secrets and well-known token shapes anyway, as a second line of defence.
+include it. Every entry is masked where it is recorded (:meth:`CommandLog.record`), so no
+listener, pane or report ever sees a raw credential: callers keep secrets out of command
+strings (env values and requirement files travel by SFTP), and :func:`redact` masks URL
+credentials (``scheme://user:pass@``, ``scheme://token@``), ``KEY=value`` secrets and
+well-known token shapes anyway, as a second line of defence.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-log = logging.getLogger(__name__)
+from rv_tui.masking import mask_secrets
 
-_SECRET_NAME = r"[A-Za-z0-9_]*(?:KEY|TOKEN|SECRET|PASSWORD|PASSWD|PASS|CREDENTIALS?|AUTH)[A-Za-z0-9_]*"
-_VALUE = r"""(?:'[^']*'|"(?:[^"\\]|\\.)*"|[^\s;&|]+)"""
-_PATTERNS: list[tuple[re.Pattern[str], str]] = [
-    (re.compile(rf"(?i)\b({_SECRET_NAME})=({_VALUE})"), r"\1=****"),
-    (re.compile(rf"(?i)(--?(?:{_SECRET_NAME})[ =])({_VALUE})"), r"\1****"),
-    (re.compile(r"""(?i)(authorization:\s*(?:bearer|token|basic)\s+)[^\s"']+"""), r"\1****"),
-    (re.compile(r"\bsk-(?:ant-)?[A-Za-z0-9_-]{8,}"), "sk-****"),
-    (re.compile(r"\bhf_[A-Za-z0-9]{8,}"), "hf_****"),
-    (re.compile(r"\bgh[pousr]_[A-Za-z0-9]{8,}"), "gh_****"),
-]
+log = logging.getLogger(__name__)
 
 
 def redact(command: str) -> str:
-    """Mask obvious secrets (``API_KEY=...``, ``--token x``, ``sk-...``, ``hf_...``) in a command."""
-    for pattern, repl in _PATTERNS:
-        command = pattern.sub(repl, command)
-    return command
+    """Mask secrets in a command (:func:`rv_tui.masking.mask_secrets`: URL credentials such as
+    ``https://user:TOKEN@``, ``API_KEY=...``, ``--token x``, ``sk-...``, ``hf_...``)."""
+    return mask_secrets(command)
 
 
 @dataclass(frozen=True)
@@ -77,6 +68,8 @@ class CommandLog:
     def record(self, command: str, *, started_at: float, duration: float, exit_status: int | None,
                error: str | None = None, kind: str = "run") -> CommandRecord:
         text = self.redactor(command) if self.redactor else command
+        if error and self.redactor:  # error texts quote the command or its stderr
+            error = self.redactor(error)
         rec = CommandRecord(text, started_at, duration, exit_status, error, kind)
         self._records.append(rec)
         self.total += 1
