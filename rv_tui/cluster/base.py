@@ -305,6 +305,24 @@ class Cluster(Protocol):
 
     async def write_file(self, path: str, data: bytes | str, mode: int = 0o600) -> None: ...
 
+    async def tail_file(self, path: str, lines: int, *, max_bytes: int = 8 << 20) -> bytes:
+        """The last ``lines`` lines of a remote file (at most ``max_bytes`` of them), read on the
+        cluster: the rest of the file never travels.  Missing: ``RemoteFileNotFound``."""
+        ...
+
+    async def download_file(self, path: str, local_path: str) -> int:
+        """Copy a remote file to ``local_path`` block by block (never whole in memory); the
+        number of bytes written.  Missing: ``RemoteFileNotFound``."""
+        ...
+
+    async def replace_file(self, path: str, data: bytes, *, expect: bytes | None,
+                           mode: int = 0o600) -> bool:
+        """Compare-and-swap: atomically replace ``path`` with ``data`` (``mode``, parents 0700)
+        only if its content is still ``expect`` (None: it must not exist), checked and swapped
+        under an exclusive lock on ``<path>.lock``.  False when it changed meanwhile (nothing
+        written: re-read and retry); an unreadable current file raises."""
+        ...
+
     async def exec(self, command: str, *, timeout: float | None = None) -> ExecResult:
         """Run a shell command on the login node (POSIX sh, quoted by the caller)."""
         ...

@@ -214,6 +214,36 @@ class DemoCluster:
     async def write_file(self, path: str, data: bytes | str, mode: int = 0o600) -> None:
         self.sim.fs.write(path, data, mode)
 
+    async def tail_file(self, path: str, lines: int, *, max_bytes: int = 8 << 20) -> bytes:
+        """Like ``tail -n lines | tail -c max_bytes`` on the simulated file."""
+        data = await self.read_file(path)
+        if lines <= 0:
+            return b""
+        parts = data.split(b"\n")
+        if parts and parts[-1] == b"":
+            parts.pop()
+            tail = b"\n".join(parts[-lines:]) + b"\n" if parts else b""
+        else:
+            tail = b"\n".join(parts[-lines:])
+        return tail[-max(1, max_bytes):]
+
+    async def download_file(self, path: str, local_path: str) -> int:
+        data = await self.read_file(path)
+        with open(local_path, "wb") as fh:
+            fh.write(data)
+        return len(data)
+
+    async def replace_file(self, path: str, data: bytes, *, expect: bytes | None,
+                           mode: int = 0o600) -> bool:
+        """The same compare-and-swap as the real cluster (one process: no lock needed)."""
+        self._sync()
+        f = self.sim.fs.files.get(path)
+        current = bytes(f.data) if f is not None else None
+        if current != expect:
+            return False
+        self.sim.fs.write(path, data, mode)
+        return True
+
     async def exec(self, command: str, *, timeout: float | None = None) -> ExecResult:
         self._sync()
         site = _site_tools(command, self.user)
