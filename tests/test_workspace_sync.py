@@ -160,8 +160,12 @@ def test_plan_detects_same_second_same_size_edit(tmp_path: Path) -> None:
     local = {"a": LocalFile("a", 3, 1_700_000_000_500_000_000)}
     remote = {"a": RemoteFile("a", 3, 1_700_000_000, "f"), "gone": RemoteFile("gone", 1, 1, "f")}
     # the remote matches, and the file is as pushed last time -> nothing to do but the delete
-    plan = compute_plan(tmp_path, "/c", local, remote, {"a": (3, 1_700_000_000_500_000_000)})
+    plan = compute_plan(tmp_path, "/c", local, remote, {"a": (3, 1_700_000_000_500_000_000)},
+                        synced={"a", "gone"})
     assert not plan.upload and plan.delete == ["gone"]
+    # a remote file rv never synced is never deleted
+    plan = compute_plan(tmp_path, "/c", local, remote, {"a": (3, 1_700_000_000_500_000_000)})
+    assert not plan.upload and plan.delete == []
     # rewritten locally within the same second, same size -> upload
     plan = compute_plan(tmp_path, "/c", local, remote, {"a": (3, 1_700_000_000_100_000_000)})
     assert [f.rel for f in plan.upload] == ["a"]

@@ -16,6 +16,7 @@ from rv_tui.workspace.ignore import IgnoreMatcher
 from rv_tui.workspace.project import detect_project, find_root
 
 WATCH_DEBOUNCE_MS = 500
+WATCH_ARM_MS = 300  # awatch's first timeout yield: proof the watcher is armed
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -106,13 +107,12 @@ async def _pull(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _watch(args: argparse.Namespace) -> int:
+async def watch_and_push(cluster, root: Path, code: str, *, report, on_error=None) -> None:
+    """Push once, then on every relevant change (debounced) until cancelled."""
     try:
         from watchfiles import awatch
     except ImportError as exc:  # pragma: no cover - watchfiles is a dependency in practice
         raise RvError("rv sync watch needs the watchfiles package", hint="pip install watchfiles") from exc
-    project = _project(args.path)
-    root = project.root
     matcher = IgnoreMatcher.with_defaults()
 
     def relevant(_change: object, path: str) -> bool:
@@ -122,21 +122,66 @@ async def _watch(args: argparse.Namespace) -> int:
             return False
         return not rel.startswith(".git/") and not matcher.ignored(rel)
 
+    # Arm the watcher BEFORE the first push: an edit made while (or right after) it runs is then
+    # a change event, not lost until some other file changes.  The first (timeout) yield of
+    # awatch comes after its Rust watcher exists, which collects events from then on.
+    events: asyncio.Queue[object] = asyncio.Queue()
+    armed = asyncio.Event()
+
+    async def pump() -> None:
+        try:
+            async for changes in awatch(root, watch_filter=relevant, debounce=WATCH_DEBOUNCE_MS,
+                                        step=100, rust_timeout=WATCH_ARM_MS, yield_on_timeout=True):
+                armed.set()
+                if changes:
+                    events.put_nowait(changes)
+        except Exception as exc:  # surface a watcher failure to the loop below
+            events.put_nowait(exc)
+            armed.set()
+
+    watcher = asyncio.create_task(pump())
+    try:
+        await armed.wait()
+        first = await sync.push(cluster, root, code, progress=_progress_printer())
+        report(first)
+        while True:
+            item = await events.get()
+            while not events.empty():  # coalesce what piled up during the last push
+                nxt = events.get_nowait()
+                item = nxt if isinstance(nxt, Exception) else item
+            if isinstance(item, Exception):
+                raise RvError(f"watching {root} failed: {item}")
+            try:
+                result = await sync.push(cluster, root, code, progress=_progress_printer())
+            except RvError as exc:
+                (on_error or (lambda e: err(f"rv: sync failed: {e}")))(exc)
+                continue
+            report(result)
+    finally:
+        watcher.cancel()
+        try:
+            await watcher
+        except (asyncio.CancelledError, Exception):
+            pass
+
+
+async def _watch(args: argparse.Namespace) -> int:
+    project = _project(args.path)
+    root = project.root
+    first = [True]
+
+    def report(result: sync.SyncResult) -> None:
+        if first[0]:
+            first[0] = False
+            _print_plan(result, False)
+            err(f"watching {root} (Ctrl-C to stop)")
+        elif not result.plan.empty:
+            _print_plan(result, True)
+
     async with cluster_from_args(args) as cluster:
         code = RemotePaths(cluster.scratch).code_dir(project.name, project.branch)
-        result = await sync.push(cluster, root, code, progress=_progress_printer())
-        _print_plan(result, False)
-        err(f"watching {root} (Ctrl-C to stop)")
         try:
-            async for _changes in awatch(root, watch_filter=relevant, debounce=WATCH_DEBOUNCE_MS,
-                                         step=100):
-                try:
-                    result = await sync.push(cluster, root, code, progress=_progress_printer())
-                except RvError as exc:
-                    err(f"rv: sync failed: {exc}")
-                    continue
-                if not result.plan.empty:
-                    _print_plan(result, True)
+            await watch_and_push(cluster, root, code, report=report)
         except asyncio.CancelledError:
             pass
     return 0

@@ -77,6 +77,12 @@ class SyncPlan:
     delete: list[str] = field(default_factory=list)
     unchanged: int = 0
     local: dict[str, LocalFile] = field(default_factory=dict)
+    #: local paths not sent because the remote place holds something rv keeps (see compute_plan)
+    conflicts: list[str] = field(default_factory=list)
+    #: remote directories a local file or symlink replaces (empty once the deletes ran)
+    replace_dirs: list[str] = field(default_factory=list)
+    #: what rv had synced before this push (None: never, or by a version without the list)
+    previous_synced: set[str] | None = None
 
     @property
     def upload_bytes(self) -> int:
@@ -87,13 +93,16 @@ class SyncPlan:
         return not self.upload and not self.delete
 
     def summary(self) -> str:
-        return (f"{len(self.upload)} to upload ({_human(self.upload_bytes)}), "
+        text = (f"{len(self.upload)} to upload ({_human(self.upload_bytes)}), "
                 f"{len(self.delete)} to delete, {self.unchanged} unchanged")
+        if self.conflicts:
+            text += f", {len(self.conflicts)} not sent (remote path holds files rv keeps)"
+        return text
 
     def to_json(self) -> dict[str, object]:
         return {"code_dir": self.code_dir, "upload": [f.rel for f in self.upload],
                 "delete": list(self.delete), "unchanged": self.unchanged,
-                "upload_bytes": self.upload_bytes}
+                "upload_bytes": self.upload_bytes, "conflicts": list(self.conflicts)}
 
 
 @dataclass(frozen=True)
@@ -187,31 +196,74 @@ def list_local_files(root: Path) -> dict[str, LocalFile]:
 
 # ----------------------------------------------------------------------------- remote manifest
 
+MANIFEST_MARK = "RVMANIFEST"
+SYNCED_MARK = "RVSYNCED"
+
+
+def synced_list_path(code_dir: str) -> str:
+    """Where the list of paths rv synced into ``code_dir`` lives (next to it, outside snapshots)."""
+    parent, name = code_dir.rstrip("/").rsplit("/", 1)
+    return f"{parent}/.rv-synced-{name}"
+
+
 def manifest_command(code_dir: str, *, create: bool) -> str:
-    """One command printing ``type size mtime path\\0`` for every file under ``code_dir``."""
-    find = (f"cd {q(code_dir)} && find . -mindepth 1 \\( -type f -o -type l \\) "
-            "-printf '%y %s %T@ %P\\0'")
+    """One command printing every entry under ``code_dir`` and the list rv synced there.
+
+    Output (NUL separated): ``RVMANIFEST``, then ``type size mtime path`` for every file,
+    symlink and directory, then -- only if rv has synced there before -- ``RVSYNCED`` and the
+    synced paths.  Directories rv creates are 0700 (``umask 077``).
+    """
+    lst = q(synced_list_path(code_dir))
+    find = (f"cd {q(code_dir)} && printf '{MANIFEST_MARK}\\0' && find . -mindepth 1 "
+            "\\( -type f -o -type l -o -type d \\) -printf '%y %s %T@ %P\\0' && "
+            f"if [ -f {lst} ]; then printf '{SYNCED_MARK}\\0' && cat {lst}; fi")
     if create:
-        return f"mkdir -p {q(code_dir)} && {find}"
-    return f"if [ -d {q(code_dir)} ]; then {find}; fi"
+        return f"(umask 077 && mkdir -p {q(code_dir)}) && {find}"
+    return f"if [ -d {q(code_dir)} ]; then {find}; else printf '{MANIFEST_MARK}\\0'; fi"
+
+
+def parse_manifest_full(out: str) -> tuple[dict[str, RemoteFile], set[str], set[str] | None]:
+    """(files and symlinks, directories, the synced list or None if rv never wrote one)."""
+    files: dict[str, RemoteFile] = {}
+    dirs: set[str] = set()
+    records = out.split("\0")
+    if MANIFEST_MARK in records:
+        records = records[records.index(MANIFEST_MARK) + 1:]
+    synced: set[str] | None = None
+    for i, rec in enumerate(records):
+        if rec == SYNCED_MARK:
+            synced = {r for r in records[i + 1:] if r}
+            break
+        if not rec:
+            continue
+        kind, size, mtime, rel = rec.split(" ", 3)
+        if kind == "d":
+            dirs.add(rel)
+        else:
+            files[rel] = RemoteFile(rel, int(size), int(float(mtime)), kind)
+    return files, dirs, synced
 
 
 def parse_manifest(out: str) -> dict[str, RemoteFile]:
-    files: dict[str, RemoteFile] = {}
-    for rec in out.split("\0"):
-        if not rec:
-            continue
-        rec = rec.lstrip("\n")
-        kind, size, mtime, rel = rec.split(" ", 3)
-        files[rel] = RemoteFile(rel, int(size), int(float(mtime)), kind)
-    return files
+    return parse_manifest_full(out)[0]
 
 
-async def fetch_manifest(cluster: Cluster, code_dir: str, *, create: bool) -> dict[str, RemoteFile]:
+@dataclass(frozen=True)
+class RemoteState:
+    files: dict[str, RemoteFile]
+    dirs: set[str]
+    synced: set[str] | None
+
+
+async def fetch_remote(cluster: Cluster, code_dir: str, *, create: bool) -> RemoteState:
     res = await cluster.exec(manifest_command(code_dir, create=create), timeout=300)
     if not res.ok:
         raise SyncError(f"could not list {code_dir} on the cluster: {res.stderr.strip()[-300:]}")
-    return parse_manifest(res.stdout)
+    return RemoteState(*parse_manifest_full(res.stdout))
+
+
+async def fetch_manifest(cluster: Cluster, code_dir: str, *, create: bool) -> dict[str, RemoteFile]:
+    return (await fetch_remote(cluster, code_dir, create=create)).files
 
 
 # ----------------------------------------------------------------------------- the plan
@@ -234,11 +286,81 @@ def save_state(cluster: Cluster, code_dir: str, local: dict[str, LocalFile]) -> 
     atomic_write(_state_path(cluster, code_dir), json.dumps(data), mode=0o600)
 
 
+def _parents(rel: str) -> list[str]:
+    parts = rel.split("/")
+    return ["/".join(parts[:i]) for i in range(1, len(parts))]
+
+
+def _git_ignored(root: Path, rels: list[str]) -> set[str]:
+    """Which of ``rels`` git ignores (``.gitignore``, info/exclude, global excludes)."""
+    if not rels or not (root / ".git").exists():
+        return set()
+    try:
+        r = subprocess.run(["git", "-C", str(root), "check-ignore", "-z", "--no-index", "--stdin"],
+                           input="\0".join(rels).encode("utf-8", "surrogateescape") + b"\0",
+                           capture_output=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired):
+        return set(rels)  # cannot tell: keep them all (never delete what we cannot vouch for)
+    if r.returncode not in (0, 1):
+        return set(rels)
+    return {n for n in r.stdout.decode("utf-8", "surrogateescape").split("\0") if n}
+
+
+def excluded_paths(root: Path, rels: list[str]) -> set[str]:
+    """Which of ``rels`` the local ignore rules exclude now (rv defaults, .rvignore, .gitignore)."""
+    if not rels:
+        return set()
+    matcher = IgnoreMatcher.with_defaults()
+    git_mode = (root / ".git").exists()
+    names = (".rvignore",) if git_mode else (".rvignore", ".gitignore")
+    for dirpath, dirnames, filenames in os.walk(root):
+        d = Path(dirpath)
+        rel_dir = d.relative_to(root).as_posix()
+        for name in names:
+            if name in filenames:
+                matcher.add_file(root, d / name)
+        dirnames[:] = sorted(dn for dn in dirnames if dn != ".git" and not matcher.ignored(
+            dn if rel_dir == "." else f"{rel_dir}/{dn}", is_dir=True))
+    out = {r for r in rels if matcher.ignored(r)}
+
+    def through_non_dir(rel: str) -> bool:  # git refuses paths "beyond a symbolic link"
+        for parent in _parents(rel):
+            p = root / parent
+            if p.is_symlink() or (p.exists() and not p.is_dir()):
+                return True
+        return False
+
+    return out | _git_ignored(root, [r for r in rels if r not in out and not through_non_dir(r)])
+
+
 def compute_plan(root: Path, code_dir: str, local: dict[str, LocalFile],
-                 remote: dict[str, RemoteFile], pushed: dict[str, tuple[int, int]]) -> SyncPlan:
-    """Decide uploads and deletes (pure: the dry run and the push share it)."""
+                 remote: dict[str, RemoteFile], pushed: dict[str, tuple[int, int]], *,
+                 synced: set[str] | None = None, remote_dirs: set[str] | None = None,
+                 excluded: Callable[[list[str]], set[str]] | None = None) -> SyncPlan:
+    """Decide uploads and deletes (pure but for ``excluded``: the dry run and the push share it).
+
+    The rule (rsync without ``--delete-excluded``): a remote path is deleted only if rv synced
+    it before (``synced``, else the local state's keys), it is gone locally, and the local
+    ignore rules do not exclude it.  Everything else remotely -- ignored folders, weights the
+    default excludes keep local, files a job wrote -- stays.  A local path whose remote place
+    is taken by something rv must keep (a kept file as its parent, a directory holding kept
+    files) is reported in ``conflicts`` and not sent, so one odd path never wedges the push.
+    """
+    remote_dirs = remote_dirs or set()
+    previous = set(pushed) if synced is None else set(synced)
     plan = SyncPlan(root=root, code_dir=code_dir, local=local)
+    candidates = sorted(r for r in remote if r in previous and r not in local)
+    keep = excluded(candidates) if (excluded and candidates) else set()
+    plan.delete = [r for r in candidates if r not in keep]
+    deleted = set(plan.delete)
+    kept_files = {r for r in remote if r not in deleted}
+    kept_under: set[str] = set()  # directories that still hold a kept file after the deletes
+    for r in kept_files:
+        kept_under.update(_parents(r))
     for rel, lf in sorted(local.items()):
+        if any(p in kept_files for p in _parents(rel)) or rel in kept_under:
+            plan.conflicts.append(rel)
+            continue
         rf = remote.get(rel)
         last = pushed.get(rel)
         same_remote = (rf is not None and rf.size == lf.size and rf.mtime_s == lf.mtime_s
@@ -248,20 +370,37 @@ def compute_plan(root: Path, code_dir: str, local: dict[str, LocalFile],
             plan.unchanged += 1
         else:
             plan.upload.append(lf)
-    plan.delete = sorted(r for r in remote if r not in local)
+            if rel in remote_dirs:
+                plan.replace_dirs.append(rel)
     return plan
 
 
 async def plan_push(cluster: Cluster, root: Path, code_dir: str, *, create: bool = False) -> SyncPlan:
+    root = root.resolve()
     local = list_local_files(root)
-    remote = await fetch_manifest(cluster, code_dir, create=create)
-    return compute_plan(root.resolve(), code_dir, local, remote, load_state(cluster, code_dir))
+    remote = await fetch_remote(cluster, code_dir, create=create)
+    plan = compute_plan(root, code_dir, local, remote.files, load_state(cluster, code_dir),
+                        synced=remote.synced, remote_dirs=remote.dirs,
+                        excluded=lambda rels: excluded_paths(root, rels))
+    plan.previous_synced = remote.synced
+    return plan
 
 
 # ----------------------------------------------------------------------------- the transfer
 
+def _nul_list(names: list[str] | set[str]) -> bytes:
+    return "".join(n + "\0" for n in sorted(names)).encode("utf-8", "surrogateescape")
+
+
+def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mtime = int(time.time())
+    tar.addfile(info, io.BytesIO(data))
+
+
 def _tar_chunks(plan: SyncPlan, limit: int = CHUNK_BYTES) -> list[bytes]:
-    """The upload as tar archives of about ``limit`` bytes; the last holds the delete list."""
+    """The upload as tar archives of about ``limit`` bytes; the last holds the lists."""
     chunks: list[bytes] = []
     buf = io.BytesIO()
     tar = tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT)
@@ -281,33 +420,51 @@ def _tar_chunks(plan: SyncPlan, limit: int = CHUNK_BYTES) -> list[bytes]:
             chunks.append(buf.getvalue())
             buf = io.BytesIO()
             tar = tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT)
-    listing = "\0".join(plan.delete).encode("utf-8", "surrogateescape")
-    info = tarfile.TarInfo("rv-delete.lst")
-    info.size = len(listing)
-    info.mtime = int(time.time())
-    tar.addfile(info, io.BytesIO(listing))
+    synced_now = set(plan.local) - set(plan.conflicts)
+    before = set(plan.previous_synced or ()) | synced_now  # recorded first: a failed apply forgets nothing
+    _add_bytes(tar, "rv-delete.lst", _nul_list(plan.delete))
+    _add_bytes(tar, "rv-replace.lst", _nul_list(plan.replace_dirs))
+    _add_bytes(tar, "rv-synced-before.lst", _nul_list(before))
+    _add_bytes(tar, "rv-synced.lst", _nul_list(synced_now))
     tar.close()
     chunks.append(buf.getvalue())
     return chunks
 
 
-def apply_command(workspace: str, code_dir: str, stage: str, tars: list[str], *, prune_dirs: bool) -> str:
-    """Extract into ``stage``, hard-link into ``code_dir`` (new inodes), delete, clean up."""
-    parts = [f"set -e; mkdir -p {q(stage)} {q(code_dir)}"]
+def apply_command(workspace: str, code_dir: str, stage: str, tars: list[str], *, prune_dirs: bool,
+                  synced_list: str | None = None) -> str:
+    """Extract into ``stage``, delete, replace, hard-link into ``code_dir`` (new inodes), record.
+
+    Order matters for type changes: deleted files and symlinks go first (and the directories
+    they leave empty), then directories a local file or symlink replaces (empty by then: the
+    plan never replaces a directory holding files rv keeps), then ``cp -al``.
+    """
+    lst = q(synced_list or synced_list_path(code_dir))
+    st = q(stage)
+    parts = [f"set -e; umask 077; mkdir -p {st} {q(code_dir)}"]
     for t in tars:
-        parts.append(f"tar --no-same-owner -xf {q(t)} -C {q(stage)}")
+        parts.append(f"tar --no-same-owner -xf {q(t)} -C {st}")
+    parts.append(f"cp {q(stage + '/rv-synced-before.lst')} {lst}.tmp && mv -f {lst}.tmp {lst}")
+    parts.append(f"cd {q(code_dir)}")
+    parts.append(f"xargs -0 -r rm -f -- < {q(stage + '/rv-delete.lst')}")
+    if prune_dirs:
+        # the directories the deletes left empty (never other empty directories: a job may own them)
+        parts.append("xargs -0 -r sh -c 'for f; do d=${f%/*}; [ \"$d\" = \"$f\" ] || "
+                     "rmdir -p --ignore-fail-on-non-empty -- \"$d\" 2>/dev/null || :; done' rv "
+                     f"< {q(stage + '/rv-delete.lst')}")
+    parts.append("xargs -0 -r sh -c 'for d; do [ -L \"./$d\" ] || [ ! -d \"./$d\" ] || "
+                 f"find \"./$d\" -depth -type d -empty -delete; done' rv < {q(stage + '/rv-replace.lst')}")
     parts.append(f"if [ -d {q(stage + '/f')} ]; then cp -al --remove-destination "
                  f"{q(stage + '/f/.')} {q(code_dir + '/')}; fi")
-    parts.append(f"(cd {q(code_dir)} && xargs -0 -r rm -f -- < {q(stage + '/rv-delete.lst')})")
-    if prune_dirs:
-        parts.append(f"find {q(code_dir)} -mindepth 1 -depth -type d -empty -delete")
-    parts.append(f"rm -rf {q(stage)} " + " ".join(q(t) for t in tars))
+    parts.append(f"cp {q(stage + '/rv-synced.lst')} {lst}.tmp && mv -f {lst}.tmp {lst}")
+    parts.append(f"rm -rf {st} " + " ".join(q(t) for t in tars))
     return "; ".join(parts)
 
 
 async def execute_plan(cluster: Cluster, plan: SyncPlan, *, progress: Progress | None = None) -> tuple[int, int]:
     """Send the plan's changes; returns (round trips, bytes sent)."""
-    if plan.empty:
+    synced_now = set(plan.local) - set(plan.conflicts)
+    if plan.empty and plan.previous_synced == synced_now:
         return 0, 0
     workspace = plan.code_dir.rsplit("/", 1)[0]
     token = secrets.token_hex(6)
@@ -334,7 +491,10 @@ async def execute_plan(cluster: Cluster, plan: SyncPlan, *, progress: Progress |
 
 async def push(cluster: Cluster, root: str | Path, code_dir: str, *, dry_run: bool = False,
                progress: Progress | None = None) -> SyncResult:
-    """Make ``code_dir`` equal the local file set of ``root`` (or, dry run, say what would change)."""
+    """Make ``code_dir`` hold the local file set of ``root`` (or, dry run, say what would change).
+
+    Remote paths rv did not sync, or that local ignore rules now exclude, are never deleted.
+    """
     started = time.monotonic()
     root = Path(root).resolve()
     if cluster.is_demo:
@@ -345,7 +505,7 @@ async def push(cluster: Cluster, root: str | Path, code_dir: str, *, dry_run: bo
     if dry_run:
         return SyncResult(plan, True, 1, 0, time.monotonic() - started)
     trips, sent = await execute_plan(cluster, plan, progress=progress)
-    save_state(cluster, code_dir, plan.local)
+    save_state(cluster, code_dir, {k: v for k, v in plan.local.items() if k not in set(plan.conflicts)})
     return SyncResult(plan, False, 1 + trips, sent, time.monotonic() - started)
 
 
@@ -358,15 +518,23 @@ async def pull(cluster: Cluster, remote_path: str, local_dest: str | Path, *, ba
     tmp = f"{cluster.scratch}/.rv/pull-{secrets.token_hex(6)}.tar.gz"
     res = await cluster.exec(f"mkdir -p {q(cluster.scratch + '/.rv')} && "
                              f"tar -czf {q(tmp)} -C {q(parent or '/')} -- {q(name)}", timeout=600)
-    try:
-        if not res.ok:
-            raise SyncError(f"cannot pull {path}: {res.stderr.strip()[-300:]}")
-        data = await cluster.read_file(tmp)
-    finally:
-        await cluster.exec(f"rm -f {q(tmp)}")
-    dest = Path(local_dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
-        names = [m.name for m in tar.getmembers() if m.isfile()]
-        tar.extractall(dest, filter="data")
+    import tempfile
+
+    from rv_tui.fsutil import download_to
+
+    # the tarball is streamed to a private local temp file and extracted from disk: a pull of
+    # many GB never sits in memory (it did: read_file + BytesIO)
+    with tempfile.TemporaryDirectory(prefix="rv-pull-") as local_tmp:
+        archive = Path(local_tmp) / "pull.tar.gz"
+        try:
+            if not res.ok:
+                raise SyncError(f"cannot pull {path}: {res.stderr.strip()[-300:]}")
+            await download_to(cluster, tmp, archive)
+        finally:
+            await cluster.exec(f"rm -f {q(tmp)}")
+        dest = Path(local_dest)
+        dest.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(archive, mode="r:gz") as tar:
+            names = [m.name for m in tar.getmembers() if m.isfile()]
+            tar.extractall(dest, filter="data")
     return names
