@@ -211,3 +211,98 @@ def test_winner_of_a_short_command_scans_once_more_at_exit(tmp_path: Path, slurm
     r = run_script(tmp_path, _script(tmp_path, flip), slurm, "540")
     assert r.returncode == 0, r.stderr
     assert "541" in (tmp_path / "scancel.log").read_text().split()
+
+
+# ----------------------------------------------------------------------------- the race's order (item 1)
+
+def _rs(sid: str, su: float, wait: float = 0.0, nodes: int = 1):
+    from rv_tui.allocator.model import Strategy
+    return Strategy(id=sid, label=sid, gpu_type="a6000", partition="gpu-a6000", nodes=nodes,
+                    gpus_per_node=1, kind=StrategyKind.BACKFILL, walltime_s=600, time_min_s=None,
+                    est_wait_s=wait, est_su=su, mem="8G", cpus_per_task=1, constraint=None,
+                    total_time_s=600)
+
+
+class _Recorder:
+    """Just enough of a Cluster to see what the race submits (every sbatch refused)."""
+
+    name = user = "rec"
+    scratch = "/scratch/rec"
+    is_demo = False
+
+    def __init__(self) -> None:
+        self.submitted: list = []
+
+    async def exec(self, command: str, *, timeout: float | None = None):
+        from rv_tui.cluster.base import ExecResult
+        return ExecResult(command, 0, "", "")
+
+    async def submit(self, subs):
+        from rv_tui.cluster.base import SubmitResult
+        self.submitted = list(subs)
+        return [SubmitResult(s, None, "refused") for s in subs]
+
+
+async def test_race_submits_in_rank_order_and_staggers_the_other_instant_starts() -> None:
+    from rv_tui.allocator.race import Race, RaceEntry
+    from rv_tui.allocator.rank import rank_key
+
+    ctx = JobContext(name="x", command="true", scratch="/scratch/rec", group_id="ord1")
+    strategies = [_rs("dear", 40.0), _rs("queued", 1.0, wait=4000), _rs("cheap", 2.0),
+                  _rs("cheap-2n", 2.0, nodes=2), _rs("mid", 9.0, wait=30)]
+    rec = _Recorder()
+    race = Race(rec, [RaceEntry(build_submission(ctx, s), s) for s in strategies], group_id="ord1")  # type: ignore[arg-type]
+    await race.run()
+    order = [sub.meta["strategy_id"] for sub in rec.submitted]
+    assert order == [s.id for s in sorted(strategies, key=rank_key)]
+    assert order == ["cheap", "cheap-2n", "mid", "dear", "queued"]
+    begins = {sub.meta["strategy_id"]: sub.meta.get("begin_delay_s") for sub in rec.submitted}
+    # only the best "starts now" strategy is eligible at once; queued ones need no delay
+    assert begins == {"cheap": None, "cheap-2n": 2, "mid": 2, "dear": 2, "queued": None}
+    for sub in rec.submitted:
+        has = "#SBATCH --begin=now+2\n" in sub.script
+        assert has == (begins[sub.meta["strategy_id"]] is not None)
+        assert subprocess.run(["bash", "-n"], input=sub.script, capture_output=True, text=True).returncode == 0
+
+
+async def test_race_without_strategies_keeps_the_given_order() -> None:
+    from rv_tui.allocator.race import Race, RaceEntry
+
+    ctx = JobContext(name="x", command="true", scratch="/scratch/rec", group_id="ord2")
+    subs = [build_submission(ctx, _rs(i, su)) for i, su in (("b", 5.0), ("a", 1.0))]
+    rec = _Recorder()
+    await Race(rec, [RaceEntry(s) for s in subs], group_id="ord2").run()  # type: ignore[arg-type]
+    assert [s.meta["strategy_id"] for s in rec.submitted] == ["b", "a"]
+    assert all("--begin" not in s.script for s in rec.submitted)
+
+
+async def test_demo_race_best_instant_start_wins_and_the_others_never_start(tmp_path: Path, monkeypatch) -> None:
+    """The demo cluster plays the same stagger: the best "starts now" strategy wins and the
+    staggered ones are cancelled while still waiting for their begin time."""
+    monkeypatch.setenv("RV_HOME", str(tmp_path / "rv-home"))
+    from rv_tui.allocator.model import Request
+    from rv_tui.allocator.plan import make_plan
+    from rv_tui.allocator.race import STARTS_NOW_S, Race
+    from rv_tui.allocator.rank import rank_key
+    from rv_tui.cluster.demo import DemoCluster
+    from rv_tui.jobs.launch import build_entries
+    from rv_tui.jobs.store import new_group_id
+
+    cluster = DemoCluster(seed=11, speed=60)
+    try:
+        req = Request(gpus=1, time_s=1800, command="python train.py")
+        plan = await make_plan(cluster, req)
+        instant = [s for s in plan.strategies if s.est_wait_s <= STARTS_NOW_S]
+        assert len(instant) >= 2, [(s.id, s.est_wait_s) for s in plan.strategies]
+        gid = new_group_id()
+        race = Race(cluster, build_entries(cluster, None, req, list(plan.strategies), gid), group_id=gid,
+                    timeout=600)
+        await race.run()
+        best = min(instant, key=rank_key)
+        assert race.result.winner is not None and race.result.winner.strategy.id == best.id
+        await cluster.jobs(race.job_ids)  # let the simulation catch up
+        started_losers = [j for j in race.job_ids
+                          if j != race.result.winner_id and cluster.sim.jobs[int(j)].start is not None]
+        assert started_losers == []
+    finally:
+        await cluster.close()

@@ -30,6 +30,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from rv_tui.allocator.model import Strategy
+from rv_tui.allocator.rank import rank_key
 from rv_tui.cluster.base import Cluster, ControllerUnavailable, JobInfo, JobSubmission
 from rv_tui.jobs.reasons import reason_text
 from rv_tui.jobs.store import (
@@ -38,6 +39,12 @@ from rv_tui.jobs.store import (
 )
 from rv_tui.paths import RemotePaths
 from rv_tui.quoting import join, q
+
+#: Probe answers at most this far away count as "starts now" for the begin stagger.
+STARTS_NOW_S = 60.0
+#: ``--begin=now+N`` for every "starts now" strategy but the best-ranked one (<= 2 s of delay
+#: when the best one does not start after all).
+BEGIN_STAGGER_S = 2
 
 #: Terminal states that mean the job's script ran (as opposed to being cancelled while pending).
 RAN_STATES = frozenset({"COMPLETED", "FAILED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED",
@@ -157,9 +164,11 @@ class Race:
         claims: bool = True,
         claim_wait: float = 10.0,
         after_submit: Callable[[list[str]], Awaitable[str | None]] | None = None,
+        stagger: int = BEGIN_STAGGER_S,
     ) -> None:
         if not entries:
             raise ValueError("a race needs at least one entry")
+        entries = merit_order(entries, stagger)
         ids = {e.submission.group_id for e in entries if e.submission.group_id}
         if len(ids) > 1:
             raise ValueError(f"entries belong to different groups: {sorted(ids)}")
@@ -491,12 +500,42 @@ async def read_claim_owner(cluster: Cluster, group_id: str, job_ids: Sequence[st
     return None
 
 
+def merit_order(entries: Sequence[RaceEntry], stagger: int = BEGIN_STAGGER_S) -> list[RaceEntry]:
+    """The entries in rank order (:func:`rv_tui.allocator.rank.rank_key`, the one rank order),
+    each "starts now" strategy but the best carrying ``--begin=now+stagger``.
+
+    Why: Slurm starts many pending jobs in one scheduler pass.  Submitted in rank order, a
+    better-ranked sibling always has the lower job id, which is what the job script's claim
+    defers to when several start together; and staggering the other instant starts means that
+    usually only the best one gets an allocation at all.  Entries without a strategy (raw
+    submissions) keep the order given and get no delay.
+    """
+    items = list(entries)
+    if not items or any(e.strategy is None for e in items):
+        return items
+    items.sort(key=lambda e: rank_key(e.strategy))  # type: ignore[arg-type]
+    if stagger <= 0:
+        return items
+    from rv_tui.jobs.templates import with_begin_delay
+
+    out: list[RaceEntry] = []
+    best_seen = False
+    for e in items:
+        assert e.strategy is not None
+        if e.strategy.est_wait_s <= STARTS_NOW_S:
+            if best_seen:
+                e = RaceEntry(submission=with_begin_delay(e.submission, stagger), strategy=e.strategy)
+            best_seen = True
+        out.append(e)
+    return out
+
+
 def entries_for(strategies: Sequence[Strategy], build: Callable[[Strategy], JobSubmission]) -> list[RaceEntry]:
     """Pair each strategy with its submission (``build`` is usually ``build_submission(ctx, s)``)."""
     return [RaceEntry(submission=build(s), strategy=s) for s in strategies]
 
 
 __all__ = [
-    "RAN_STATES", "Race", "RaceEntry", "RaceEvent", "RaceEventKind", "RaceResult", "entries_for",
-    "read_claim_owner",
+    "BEGIN_STAGGER_S", "RAN_STATES", "Race", "RaceEntry", "RaceEvent", "RaceEventKind", "RaceResult",
+    "STARTS_NOW_S", "entries_for", "merit_order", "read_claim_owner",
 ]

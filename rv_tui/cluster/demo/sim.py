@@ -106,6 +106,7 @@ class SimJob:
     chain_root: int = 0
     total_elapsed: float = 0.0
     outcome: str = "COMPLETED"
+    begin: float = 0.0  # not eligible before this (sbatch --begin; the race's stagger)
 
     @property
     def gres_type(self) -> str | None:
@@ -293,6 +294,9 @@ class Simulation:
         if job is None or job.token != token or job.state != "RUNNING":
             return
         self._finish(job)
+
+    def _ev_eligible(self, pool: str) -> None:
+        self._dirty.add(pool)  # a job's --begin time has come: plan the pool again
 
     def _ev_group_cancel(self, group_id: str, winner: int) -> None:
         win = self.jobs[winner]
@@ -546,6 +550,9 @@ class Simulation:
         first_waiting = True
         planned = 0
         for job in sorted(self.pending[pool], key=lambda j: (-j.prio, j.id)):
+            if job.begin > t:
+                job.reason, job.est_start = "BeginTime", job.begin
+                continue
             # Only the demo user's jobs meet the per-user QOS limit: background jobs stand for many
             # users, and a limit-blocked job has no reservation, so it could push estimates later.
             if (spec and job.submission is not None
@@ -698,6 +705,10 @@ class Simulation:
                      features=GPU_SPECS[pool].features if pool in GPU_SPECS else (),
                      submission=sub, stdout=out, stderr=err, chain_root=chain_root or jid,
                      total_elapsed=total_elapsed)
+        delay = float(sub.meta.get("begin_delay_s") or 0)
+        if delay > 0:
+            job.begin = t + delay
+            self._push(job.begin, "eligible", (pool,))
         self.jobs[jid] = job
         self.pending[pool].append(job)
         self._dirty.add(pool)
