@@ -874,6 +874,7 @@ def start() -> dict:
     ensure_hosts()
     ensure_etc_slurm_links()
     ensure_users()
+    __import__("module_standin").install(STATE, USER)  # Lmod-like `module` (tests/cluster/module_standin.py)
     ensure_munge()
     if ACCOUNTING:
         ensure_accounting()
