@@ -21,9 +21,11 @@ from textual.widgets import Footer, TabbedContent, TabPane
 from rv_tui.cluster.base import Cluster
 from rv_tui.errors import RvError
 from rv_tui.tui import messages as m
-from rv_tui.tui import workers
+from rv_tui.tui import lookups, workers
 from rv_tui.tui.commands import RvCommands
+from rv_tui.tui.clock import local_time
 from rv_tui.tui.help import HelpScreen
+from rv_tui.tui.keys import letter_actions, typing
 from rv_tui.tui.panes.cluster import ClusterPane
 from rv_tui.tui.panes.commandlog import CommandLogPane
 from rv_tui.tui.panes.config import ConfigPane
@@ -59,6 +61,8 @@ class RvApp(App[int]):
         *(Binding(key, f"show_pane('{pid}')", title, show=False, id=f"pane-{pid}")
           for pid, title, key in PANES),
         Binding("question_mark", "help", "Help", key_display="?"),
+        Binding("q", "quit_key", "Quit", show=False),
+        Binding("escape", "normal_mode", "Leave field", show=False),
         Binding("ctrl+r", "refresh", "Refresh", id="refresh"),
         Binding("ctrl+q", "quit", "Quit", id="quit"),
     ]
@@ -77,8 +81,12 @@ class RvApp(App[int]):
         self.config_path = config_path
         self.poll_interval = poll_interval
         self.state = AppState()
+        #: every (plan, request) a launch confirmed, in order (what was really submitted)
+        self.submitted: list[tuple[Any, Any]] = []
+        self._keepalive: Any = None
+        self._looked_up: set[str] = set()
         self.poller = workers.Poller(cluster, self, poll_interval,
-                                     probe=workers.backfill_windows if probe_windows else None)
+                                     probe=lookups.backfill_windows if probe_windows else None)
         self._log_listener_remove: Callable[[], None] | None = None
         self._conn_listener_remove: Callable[[], None] | None = None
 
@@ -123,7 +131,7 @@ class RvApp(App[int]):
         return not self.is_running or not self.screen_stack
 
     def _format_time(self, t: float) -> str:
-        return time.strftime("%H:%M:%S", time.localtime(t))
+        return local_time(t, self.clock())
 
     def on_mount(self) -> None:
         self.title = f"rv · {self.cluster.name}"
@@ -140,6 +148,17 @@ class RvApp(App[int]):
                         exit_on_error=False)
         self.set_interval(1.0, self._render_status, name="age-tick")
         self._q("#cluster-table").focus()
+        self._start_keepalive()
+
+    def _start_keepalive(self) -> None:
+        """The once-a-day scratch keepalive (the core's; a detached remote touch), as every CLI
+        command starts it: a user who only ever opens the dashboard is protected too."""
+        try:
+            from rv_tui.workspace.keepalive import maybe_keepalive
+
+            self._keepalive = maybe_keepalive(self.cluster, self.load_config())
+        except Exception:  # noqa: BLE001 - a keepalive must never break the dashboard
+            self._keepalive = None
 
     def on_unmount(self) -> None:
         if self._log_listener_remove:
@@ -202,6 +221,34 @@ class RvApp(App[int]):
             return
         self.notify(f"cancelled {', '.join(message.job_ids)}", title="cancel")
         self.poller.poke()
+
+    # ------------------------------------------------------------------ normal mode
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Digits, ``?`` and ``q`` are text while a field has focus (Escape leaves it first)."""
+        if action in letter_actions(self.BINDINGS) and typing(self):
+            return False
+        return True
+
+    def action_quit_key(self) -> None:
+        self.exit()
+
+    def action_normal_mode(self) -> None:
+        """Escape: leave the text field or Select for the pane's normal-mode widget, where the
+        digits, ``?``, ``q`` and the pane's letters work."""
+        if not typing(self):
+            return
+        pane = self._q(TabbedContent).active
+        normal = {"launch": "#launch-plan", "logs": "#log-view", "jobs": "#jobs-table"}
+        selector = normal.get(pane)
+        if selector is None:
+            self._focus_pane(pane)
+        else:
+            try:
+                self._q(selector).focus()
+            except Exception:  # noqa: BLE001
+                self.screen.set_focus(None)
+        if typing(self):
+            self.screen.set_focus(None)
 
     # ------------------------------------------------------------------ actions
     def action_show_pane(self, pane: str) -> None:
@@ -271,6 +318,10 @@ class RvApp(App[int]):
     def start_race(self, plan: Any, request: Any) -> None:
         self._race_holder: dict[str, Any] = {}
         self.action_show_pane("race")
+        # the confirm dialog is still closing and gives focus back to the field it came from
+        # (a hidden Launch field would keep the keys): the Race pane takes focus after it
+        self.call_after_refresh(self._focus_pane, "race")
+        self.submitted.append((plan, request))
         self._q(RacePane).preparing()
         # not exclusive: a new launch must never cancel an earlier request still racing (its
         # worker keeps running; the Race pane shows the newest launch)
@@ -338,12 +389,43 @@ class RvApp(App[int]):
     def on_attach_ready(self, message: m.AttachReady) -> None:
         import subprocess
 
+        import sys
+
         try:
             with self.suspend():
+                # a clean terminal for the shell (not the dashboard's last frame behind it)
+                sys.stdout.write("\033[H\033[2J")
+                sys.stdout.flush()
                 subprocess.run(message.argv)
+                sys.stdout.write("\033[H\033[2J")  # and none of the shell's left behind
+                sys.stdout.flush()
         except Exception as exc:  # noqa: BLE001 - e.g. a terminal that cannot be suspended
             self.show_error(exc, "attach")
+        self.refresh(repaint=True, layout=True)
+        self.screen.refresh(repaint=True, layout=True)
         self.poller.poke()
+
+    # ------------------------------------------------------------------ lookups
+    def lookup_final_states(self, job_ids: list[str]) -> None:
+        """Ask the core for the final state and exit code of jobs that left the queue (one
+        ``cluster.jobs(ids)`` call: squeue, then scontrol/sacct for the finished ones)."""
+        ids = [j for j in job_ids if j and j not in self._looked_up]
+        if not ids:
+            return
+        self._looked_up.update(ids)
+        from rv_tui.tui import lookups
+
+        self.start_worker(lookups.final_states(self, self.cluster, ids), group="lookup",
+                          exclusive=False)
+
+    def on_jobs_looked_up(self, message: m.JobsLookedUp) -> None:
+        if self._shutting_down():
+            return
+        for job in message.jobs:
+            self.state.final[job.job_id] = job
+            self._q(RacePane).job_info(job)
+        self._q(RacePane).redraw()
+        self._q(JobsPane).refresh_from(self.state)
 
 
 def run_app(cluster: Cluster, **kwargs: Any) -> int:

@@ -19,7 +19,7 @@ class ClusterPolled(Message):
     """One poll finished: the snapshot, the user's jobs and backfill windows (if probed)."""
 
     def __init__(self, snapshot: ClusterSnapshot, jobs: list[JobInfo], duration: float,
-                 windows: dict[str, int] | None = None) -> None:
+                 windows: dict[str, Any] | None = None) -> None:
         super().__init__()
         self.snapshot = snapshot
         self.jobs = jobs
@@ -141,6 +141,14 @@ class EnvLoaded(Message):
     def __init__(self, variables: dict[str, str]) -> None:
         super().__init__()
         self.variables = variables
+
+
+class JobsLookedUp(Message):
+    """Final states (and exit codes) of jobs that left the queue, from one ``cluster.jobs(ids)``."""
+
+    def __init__(self, jobs: list[JobInfo]) -> None:
+        super().__init__()
+        self.jobs = jobs
 
 
 class JobsCancelled(Message):

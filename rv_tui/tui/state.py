@@ -16,12 +16,23 @@ from rv_tui.cluster.base import ClusterSnapshot, JobInfo
 HISTORY_POINTS = 720
 
 
+@dataclass(frozen=True)
+class BackfillWindow:
+    """The longest walltime that would start now on a partition; ``capped``: the probe tried
+    nothing longer, so the real window is at least this."""
+
+    seconds: int
+    capped: bool = False
+
+
 @dataclass
 class AppState:
     snapshot: ClusterSnapshot | None = None
     received_at: float | None = None  # app clock when the snapshot arrived
     jobs: list[JobInfo] = field(default_factory=list)
-    windows: dict[str, int] = field(default_factory=dict)  # partition -> backfill window (s)
+    windows: dict[str, BackfillWindow] = field(default_factory=dict)  # partition -> window
+    #: final state of jobs that left the queue (looked up once): job id -> JobInfo
+    final: dict[str, JobInfo] = field(default_factory=dict)
     history: dict[str, deque[tuple[datetime, int]]] = field(default_factory=dict)
     connection: str = "connecting"  # connecting | connected | reconnecting
     connection_detail: str = ""
@@ -32,7 +43,7 @@ class AppState:
     transitions: deque[str] = field(default_factory=lambda: deque(maxlen=50))
 
     def record_snapshot(self, snap: ClusterSnapshot, jobs: list[JobInfo], received_at: float,
-                        windows: dict[str, int] | None = None) -> None:
+                        windows: dict[str, BackfillWindow] | None = None) -> None:
         """Store a poll and extend the free-GPU history (one point per distinct cluster time)."""
         self.snapshot = snap
         self.jobs = list(jobs)

@@ -1,10 +1,12 @@
-"""Cluster availability: free/total GPUs per type and partition, queue depth, backfill, SU/hr.
+"""Cluster availability: free/total GPUs per partition and type, queue depth, backfill, SU/hr.
 
 The table answers "where can I get GPUs now?"; the chart under it answers "is it getting
 better?" (free GPUs per type over this session, kept in :class:`AppState.history`).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -13,7 +15,7 @@ from textual.widgets import DataTable, Static
 
 from rv_tui.durations import format_human
 from rv_tui.gpus import GPU_SPECS
-from rv_tui.tui.state import AppState
+from rv_tui.tui.state import AppState, BackfillWindow
 from rv_tui.tui.widgets.chart import HistoryChart
 
 
@@ -25,14 +27,37 @@ def _bar(free: int, total: int, width: int = 10) -> Text:
     return Text("█" * filled, style=style) + Text("░" * (width - filled), style="dim")
 
 
+def idle_nodes(snap: Any, gpu_type: str, partition: str) -> tuple[int, int]:
+    """(idle, total) nodes of a type in a partition: idle means nothing at all allocated on it
+    (a node with one GPU in use has GPUs free but is not idle)."""
+    nodes = [n for n in snap.nodes if n.gpu_type == gpu_type and partition in n.partitions]
+    idle = sum(1 for n in nodes if n.usable and n.gpus_used == 0 and not n.cpus_alloc
+               and not n.memory_alloc_mb)
+    return idle, len(nodes)
+
+
+def window_text(window: BackfillWindow | None) -> str:
+    """``1h 30m``, ``at least 2h 59m`` (the probe tried nothing longer), ``none`` or ``–``."""
+    if window is None:
+        return "–"
+    if not window.seconds:
+        return "none now"
+    text = format_human(window.seconds)
+    return f"at least {text}" if window.capped else text
+
+
 class ClusterPane(Vertical):
-    """Per (GPU type, partition) availability plus the free-GPU history chart."""
+    """Per (GPU type, partition) availability plus the free-GPU history chart.
+
+    Queue depth and the backfill window belong to a partition, not a GPU type: they are shown on
+    the partition's first row only.  "GPUs free" counts free GPUs on any node; "idle nodes"
+    counts nodes with nothing allocated (what a whole-node job needs)."""
 
     def compose(self) -> ComposeResult:
         yield Static("", id="cluster-summary", classes="pane-title")
         table: DataTable = DataTable(id="cluster-table", cursor_type="row", zebra_stripes=True)
-        table.add_columns("type", "partition", "free/total", "", "nodes free", "max/node",
-                          "queue run/pend", "pend GPUs", "backfill", "SU/GPU-hr")
+        table.add_columns("partition", "type", "GPUs free", "", "idle nodes", "max free/node",
+                          "queue run/pend", "pend GPUs", "backfill (1 GPU)", "SU/GPU-hr")
         yield table
         yield HistoryChart(id="cluster-chart")
 
@@ -52,22 +77,32 @@ class ClusterPane(Vertical):
             "   ", (" · ".join(f"{k} {f}/{t}" for k, (f, t) in sorted(totals.items())), "dim")))
         cursor = table.cursor_row
         table.clear()
-        for av in snap.availability():
+        seen: set[str] = set()
+        for av in sorted(snap.availability(), key=lambda a: (a.partition, a.gpu_type)):
             queue = snap.queues.get(av.partition)
             spec = GPU_SPECS.get(av.gpu_type)
             su = "free" if spec and spec.free else (f"{spec.su_per_gpu_hour:.2f}" if spec else "?")
-            window = state.windows.get(av.partition)
+            first = av.partition not in seen
+            seen.add(av.partition)
             free_style = "bold green" if av.gpus_free else "red"
+            idle, nodes = idle_nodes(snap, av.gpu_type, av.partition)
+            if first:
+                part = Text(av.partition, style="bold")
+                q_text = f"{queue.running_jobs}/{queue.pending_jobs}" if queue else "0/0"
+                pend = str(queue.pending_gpus) if queue else "0"
+                window = window_text(state.windows.get(av.partition))
+            else:  # the partition's queue and window are on its first row
+                part, q_text, pend, window = Text("  ″", style="dim"), "", "", ""
             table.add_row(
+                part,
                 Text(av.gpu_type, style="bold"),
-                av.partition,
                 Text(f"{av.gpus_free}/{av.gpus_total}", style=free_style, justify="right"),
                 _bar(av.gpus_free, av.gpus_total),
-                Text(f"{av.nodes_with_free}/{av.nodes_total}", justify="right"),
+                Text(f"{idle}/{nodes}", justify="right"),
                 Text(str(av.max_free_on_one_node), justify="right"),
-                Text(f"{queue.running_jobs}/{queue.pending_jobs}" if queue else "0/0", justify="right"),
-                Text(str(queue.pending_gpus) if queue else "0", justify="right"),
-                Text(format_human(window) if window else "–", justify="right"),
+                Text(q_text, justify="right"),
+                Text(pend, justify="right"),
+                Text(window, justify="right"),
                 Text(su, justify="right"),
                 key=f"{av.gpu_type}@{av.partition}",
             )

@@ -14,10 +14,11 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Input, Static
 
 from rv_tui.tui import messages as m
+from rv_tui.tui.keys import KeyGuard
 from rv_tui.tui.widgets.logview import LogView
 
 
-class LogsPane(Vertical):
+class LogsPane(KeyGuard, Vertical):
     BINDINGS = [
         Binding("f", "toggle_follow", "Follow/pause"),
         Binding("slash", "search", "Search", key_display="/"),
@@ -53,10 +54,10 @@ class LogsPane(Vertical):
         self.ended = None
         view = self.query_one(LogView)
         view.clear_lines()
-        view.follow = True
         view.node_filter = None
         view.stderr_only = False
         view.search = ""
+        view.resume()  # a pause was for the previous job: the next one is followed
         self._render_header()
         job = self.app.jobs_by_id().get(job_id)
         self.app.start_worker(workers.follow_logs(self, self.app.cluster, job_id, job),
@@ -154,6 +155,9 @@ class LogsPane(Vertical):
     def action_toggle_stderr(self) -> None:
         view = self.query_one(LogView)
         view.set_filter(stderr_only=not view.stderr_only)
+        if view.stderr_only and not any(e.stream == "err" for e in view.entries):
+            self.app.notify(f"job {self.job_id or '?'} has written nothing to stderr (yet)",
+                            title="stderr only", timeout=4)
         self._render_header()
 
     def on_mount(self) -> None:

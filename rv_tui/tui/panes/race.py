@@ -1,8 +1,13 @@
 """Race: one lane per strategy, the winner lit up the moment it runs, losers struck out.
 
 The race engine (:mod:`rv_tui.allocator.race`) yields events; the app forwards them here as
-:class:`RaceEventArrived`.  This pane only keeps per-lane state and a timeline and draws them.
-Times shown come from the app clock so snapshot tests (frozen clock) are deterministic.
+:class:`RaceEventArrived`.  This pane keeps per-lane state, a plotext timeline (one lane per
+strategy: queued, started, cancelled, winner, the job's end) and an event log, and draws them.
+
+After the win the race is over, so what the pane says is frozen there: the time to win is the
+win's time, not "now"; the winner's running time and end come from the job's real state (the
+polls, then a one-off lookup of the final state once it leaves the queue); abort is offered only
+while racing.  Times come from the app clock so snapshot tests (frozen clock) are deterministic.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from rich.table import Table
@@ -20,7 +26,11 @@ from textual.containers import Vertical, VerticalScroll
 from textual.widgets import Static
 
 from rv_tui.durations import format_human
+from rv_tui.tui.clock import cluster_time
+from rv_tui.tui.keys import KeyGuard
 from rv_tui.tui.state import AppState
+from rv_tui.tui.widgets.chart import TimelineChart, TimelineLane
+from rv_tui.tui.words import plural
 
 
 @dataclass
@@ -33,15 +43,22 @@ class Lane:
     state: str = "SUBMITTING"
     reason: str = ""
     eta: Any = None
+    submitted_clock: float | None = None
     started_clock: float | None = None
     ended_clock: float | None = None
     winner: bool = False
     error: str = ""
     nodes: tuple[str, ...] = field(default_factory=tuple)
+    #: the job's state from the polls once it started (RUNNING, COMPLETED, …) and its elapsed
+    job_state: str = ""
+    job_elapsed_s: int | None = None
+    exit_code: int | None = None
+    seen_in_queue: bool = False
 
 
 _GLYPH = {"SUBMITTING": "…", "PENDING": "◌", "STARTED": "▶", "RUNNING": "▶", "WINNER": "★",
           "CANCELLED": "✗", "FAILED": "✗", "REFUSED": "✗"}
+_LIVE = ("SUBMITTING", "PENDING", "STARTED")
 
 
 def _offset(seconds: float) -> str:
@@ -54,7 +71,12 @@ def _offset(seconds: float) -> str:
     return f"+{int(s // 3600)}h{int(s % 3600 // 60):02d}m"
 
 
-class RacePane(Vertical):
+def _seconds(s: float) -> str:
+    """A short duration that keeps tenths under a minute (a race is often won in seconds)."""
+    return f"{s:.1f}s" if s < 60 else format_human(s)
+
+
+class RacePane(KeyGuard, Vertical):
     BINDINGS = [
         Binding("l", "logs", "Winner logs"),
         Binding("x", "abort", "Abort race"),
@@ -67,32 +89,49 @@ class RacePane(Vertical):
         self.timeline: list[tuple[float, str, str]] = []
         self.group_id: str | None = None
         self.started_clock: float | None = None
+        self.won_clock: float | None = None
         self.outcome: str = ""
         self.winner_id: str | None = None
         self.notes: list[tuple[float, str]] = []  # launch preparation (sync, deps, snapshot)
+        self.cluster_now: datetime | None = None  # the last snapshot's time (for "today")
 
     def compose(self) -> ComposeResult:
         yield Static("No race yet: fill the Launch form (3) and press ctrl+l.", id="race-title",
                      classes="pane-title")
         with VerticalScroll(id="race-lanes", can_focus=True):
             yield Static("", id="race-board")
-        yield Static("Timeline", classes="section-title")
+        yield TimelineChart(id="race-chart")
         with VerticalScroll(id="race-timeline"):
             yield Static("", id="race-events")
 
     def _clock(self) -> float:
         return getattr(self.app, "clock", time.time)()
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if not super().check_action(action, parameters):
+            return False
+        if action == "abort":
+            return self.outcome in ("racing", "preparing")  # nothing to abort after the race
+        if action == "logs":
+            return True if self.winner_id else None
+        return True
+
+    def _set_outcome(self, outcome: str) -> None:
+        self.outcome = outcome
+        self.refresh_bindings()
+
     # ------------------------------------------------------------------ state
     def preparing(self) -> None:
         """A launch was confirmed: the workspace is being prepared before anything is submitted."""
         self.lanes, self.by_job, self.timeline, self.notes = [], {}, [], []
-        self.outcome, self.winner_id, self.group_id = "preparing", None, None
+        self.winner_id, self.group_id, self.won_clock = None, None, None
+        self._set_outcome("preparing")
         self.started_clock = self._clock()
         self.query_one("#race-title", Static).update(Text.assemble(
             ("PREPARING ", "bold reverse yellow"), " syncing the workspace, then submitting…"))
         self.query_one("#race-board", Static).update("")
         self.query_one("#race-events", Static).update("")
+        self.query_one(TimelineChart).set_lanes((), 0.0)
 
     def note(self, text: str) -> None:
         """A preparation step (``syncing …``, ``synced: …``); kept at the top of the timeline."""
@@ -107,7 +146,7 @@ class RacePane(Vertical):
     def launch_failed(self) -> None:
         """Preparation failed before any job was submitted (the error is also a notification)."""
         if self.outcome == "preparing":
-            self.outcome = "launch failed"
+            self._set_outcome("launch failed")
             self.query_one("#race-title", Static).update(Text.assemble(
                 (" LAUNCH FAILED ", "bold reverse red"), "  nothing was submitted; see the notification"))
 
@@ -119,9 +158,9 @@ class RacePane(Vertical):
         self.timeline = [(when, "note", text) for when, text in self.notes]
         self.group_id = group_id
         self.started_clock = self.started_clock if self.outcome == "preparing" else self._clock()
-        self.outcome = "racing"
-        self.winner_id = None
-        self._add_event("start", f"racing {len(self.lanes)} strategies")
+        self.winner_id, self.won_clock = None, None
+        self._set_outcome("racing")
+        self._add_event("start", f"racing {plural(len(self.lanes), 'strategy')}")
         self.redraw()
 
     def _lane_for(self, event: Any) -> Lane | None:
@@ -136,8 +175,8 @@ class RacePane(Vertical):
                 return lane
         return None
 
-    def _add_event(self, kind: str, text: str) -> None:
-        self.timeline.append((self._clock(), kind, text))
+    def _add_event(self, kind: str, text: str, when: float | None = None) -> None:
+        self.timeline.append((self._clock() if when is None else when, kind, text))
 
     def apply(self, event: Any) -> None:
         kind = str(getattr(event.kind, "value", event.kind))
@@ -146,8 +185,11 @@ class RacePane(Vertical):
         if lane is not None:
             if kind == "submitted":
                 lane.state = "PENDING"
+                lane.submitted_clock = lane.submitted_clock or now
             elif kind == "submit_failed":
                 lane.state, lane.error = "REFUSED", event.message
+                lane.submitted_clock = lane.submitted_clock or now
+                lane.ended_clock = now
             elif kind == "pending":
                 lane.state = "PENDING"
                 lane.reason = event.reason_text or (event.reason or "")
@@ -159,23 +201,29 @@ class RacePane(Vertical):
                 lane.started_clock = lane.started_clock or now
                 lane.nodes = tuple(event.info.nodes) if event.info else ()
                 self.winner_id = event.job_id
-                self.outcome = "won"
+                self.won_clock = now
+                self._set_outcome("won")
                 for other in self.lanes:  # the engine cancels every loser before WINNER
-                    if other is not lane and other.state in ("SUBMITTING", "PENDING", "STARTED"):
+                    if other is not lane and other.state in _LIVE:
                         other.state, other.ended_clock = "CANCELLED", now
             elif kind == "cancelled":
-                if not lane.winner:
-                    lane.state, lane.ended_clock = "CANCELLED", now
+                if lane.winner:  # cancelled after it won (abort, or someone's scancel)
+                    lane.job_state, lane.ended_clock = "CANCELLED", lane.ended_clock or now
+                else:
+                    lane.state, lane.ended_clock = "CANCELLED", lane.ended_clock or now
             elif kind == "failed":
                 cancelled = "cancel" in (event.message or "").lower()
                 lane.state = "CANCELLED" if cancelled else "FAILED"
-                lane.ended_clock = now
+                lane.ended_clock = lane.ended_clock or now
                 if not cancelled:  # a cancelled loser keeps its last "why pending" in the table
                     lane.error = event.message
                 else:
                     kind = "cancelled"
         if kind in ("no_winner", "timeout"):
-            self.outcome = kind.replace("_", " ")
+            self._set_outcome(kind.replace("_", " "))
+            for other in self.lanes:
+                if other.state in _LIVE:
+                    other.ended_clock = other.ended_clock or now
         text = event.describe() if hasattr(event, "describe") else str(event)
         # the engine's own client-side "after 1.2s": the timeline already stamps each event
         text = re.sub(r" after \d+(?:\.\d+)?s$", "", text)
@@ -183,31 +231,103 @@ class RacePane(Vertical):
         self.redraw()
 
     def refresh_from(self, state: AppState) -> None:
-        """Poll results can update elapsed times of the lanes' jobs."""
-        if self.lanes:
-            self.redraw()
+        """A poll: the winner's (and started lanes') real job state, elapsed time and end."""
+        if state.snapshot is not None:
+            self.cluster_now = state.snapshot.taken_at
+        if not self.lanes:
+            return
+        jobs = {j.job_id: j for j in state.jobs}
+        now = self._clock()
+        for lane in self.lanes:
+            if not lane.job_id or not (lane.winner or lane.state == "STARTED"):
+                continue
+            job = jobs.get(lane.job_id)
+            if job is not None:
+                lane.seen_in_queue = True
+                self.job_info(job, now)
+            elif lane.winner and lane.ended_clock is None and lane.seen_in_queue:
+                # it left the queue: ended; the app looks its final state up (job_info again)
+                lane.job_state = lane.job_state if lane.job_state not in ("", "RUNNING") else "ENDED"
+                lane.ended_clock = now
+                self._add_event("ended", f"job {lane.job_id} left the queue")
+                lookup = getattr(self.app, "lookup_final_states", None)
+                if callable(lookup):
+                    lookup([lane.job_id])
+        self.redraw()
+
+    def job_info(self, job: Any, now: float | None = None) -> None:
+        """The real state of a lane's job (from a poll or a final-state lookup)."""
+        lane = self.by_job.get(job.job_id)
+        if lane is None:
+            return
+        now = self._clock() if now is None else now
+        was = lane.job_state
+        lane.job_state = job.state
+        if job.elapsed_s:
+            lane.job_elapsed_s = int(job.elapsed_s)
+        if job.exit_code is not None:
+            lane.exit_code = job.exit_code
+        if job.is_terminal and (lane.ended_clock is None or was in ("", "RUNNING", "ENDED")):
+            if lane.ended_clock is None:
+                lane.ended_clock = now
+            if was != job.state:
+                code = f" (exit {job.exit_code})" if job.exit_code is not None else ""
+                self._add_event("ended" if job.state == "COMPLETED" else "failed",
+                                f"job {job.job_id} {job.state.lower()}{code}")
 
     # ------------------------------------------------------------------ drawing
+    def _running_text(self, lane: Lane, now: float) -> str:
+        if lane.started_clock is None:
+            return ""
+        if lane.job_elapsed_s is not None:  # the job's own elapsed time (squeue/scontrol)
+            return format_human(lane.job_elapsed_s)
+        end = lane.ended_clock if lane.ended_clock is not None else now
+        return format_human(max(0.0, end - lane.started_clock))
+
+    def _timeline_lanes(self, now: float) -> list[TimelineLane]:
+        t0 = self.started_clock or now
+        rel = (lambda v: None if v is None else max(0.0, v - t0))  # noqa: E731
+        out = []
+        for ln in self.lanes:
+            if ln.winner:
+                end = ln.job_state if ln.ended_clock is not None else ""
+            else:
+                end = {"CANCELLED": "cancelled", "FAILED": "failed",
+                       "REFUSED": "refused"}.get(ln.state, "")
+            out.append(TimelineLane(ln.label, rel(ln.submitted_clock), rel(ln.started_clock),
+                                    rel(ln.ended_clock), end, ln.winner))
+        return out
+
     def redraw(self) -> None:
         title = self.query_one("#race-title", Static)
         if not self.lanes:
             return
         now = self._clock()
-        elapsed = format_human(now - (self.started_clock or now))
+        t0 = self.started_clock or now
         if self.outcome == "won":
             winner = self.by_job.get(self.winner_id or "")
+            took = (self.won_clock or now) - t0
+            status = ""
+            if winner is not None and winner.job_state:
+                status = winner.job_state.lower()
+                if winner.exit_code is not None and winner.ended_clock is not None:
+                    status += f" (exit {winner.exit_code})"
             title.update(Text.assemble(("★ WINNER ", "bold reverse green"), " ",
                                        (winner.label if winner else "", "bold"),
                                        (f"  job {self.winner_id}", "bold"),
-                                       (f"   after {elapsed} · l: its logs", "dim")))
+                                       f"   won after {_seconds(took)}",
+                                       (f" · now {status}" if status else "", "bold"),
+                                       ("   l: its logs", "dim")))
         elif self.outcome == "racing":
-            live = sum(1 for ln in self.lanes if ln.state in ("PENDING", "SUBMITTING", "STARTED"))
+            live = sum(1 for ln in self.lanes if ln.state in _LIVE)
             title.update(Text.assemble(("RACING ", "bold reverse yellow"),
-                                       f" {live}/{len(self.lanes)} strategies in the race · {elapsed}",
+                                       f" {live}/{plural(len(self.lanes), 'strategy')} in the race"
+                                       f" · {_seconds(now - t0)}",
                                        ("   x abort", "dim")))
         else:
+            ended = max((when for when, _k, _t in self.timeline), default=now)
             title.update(Text.assemble((f" {self.outcome.upper()} ", "bold reverse red"),
-                                       f"  no strategy won · {elapsed}"))
+                                       f"  no strategy won · ended after {_seconds(ended - t0)}"))
         table = Table(expand=True, box=None, pad_edge=False, show_edge=False)
         for col, just in (("", "left"), ("strategy", "left"), ("job", "left"), ("state", "left"),
                           ("why pending / where", "left"), ("est. start", "left"),
@@ -221,23 +341,25 @@ class RacePane(Vertical):
                 style = "dim strike"
             state_style = {"PENDING": "yellow", "STARTED": "cyan", "WINNER": "bold green",
                            "REFUSED": "red", "FAILED": "red"}.get(lane.state, "")
-            running = ""
-            if lane.started_clock is not None and lane.ended_clock is None:
-                running = format_human(now - lane.started_clock)
+            state = lane.state.lower()
+            if lane.winner and lane.job_state:
+                state = f"won · {lane.job_state.lower()}"
             where = ", ".join(lane.nodes) if lane.nodes else (lane.error or lane.reason)
+            eta = ""
+            if lane.eta and lane.state in ("PENDING", "SUBMITTING"):
+                eta = cluster_time(lane.eta, self.cluster_now, seconds=False)
             table.add_row(
                 Text(_GLYPH.get(lane.state, "?"), style=state_style), Text(lane.label),
-                lane.job_id or "–", Text(lane.state.lower(), style=state_style), where,
-                f"{lane.eta:%H:%M:%S}" if lane.eta else "",
+                lane.job_id or "–", Text(state, style=state_style), where, eta,
                 format_human(lane.est_wait_s) if lane.est_wait_s is not None else "",
                 "free" if lane.est_su == 0 else (f"{lane.est_su:.0f}" if lane.est_su is not None else ""),
-                running, style=style)
+                self._running_text(lane, now), style=style)
         self.query_one("#race-board", Static).update(table)
+        self.query_one(TimelineChart).set_lanes(self._timeline_lanes(now), now - t0)
         events = Text()
         colours = {"winner": "bold green", "cancelled": "dim", "failed": "red",
                    "submit_failed": "red", "started": "cyan", "no_winner": "bold red",
-                   "timeout": "bold red", "start": "bold"}
-        t0 = self.started_clock or now
+                   "timeout": "bold red", "start": "bold", "ended": "bold blue"}
         for when, kind, text in self.timeline[-200:]:
             events.append(f"{_offset(when - t0):>8} ", style="dim")
             events.append(f"{text}\n", style=colours.get(kind, ""))
@@ -252,4 +374,7 @@ class RacePane(Vertical):
             self.app.notify("no winner yet", severity="warning")
 
     def action_abort(self) -> None:
+        if self.outcome not in ("racing", "preparing"):
+            self.app.notify(f"the race is over ({self.outcome}): nothing to abort", severity="warning")
+            return
         self.app.abort_race()

@@ -70,25 +70,28 @@ class PromptScreen(ModalScreen[str | None]):
 
 
 class ConfirmScreen(ModalScreen[bool]):
-    """Yes/no; ``y``/enter confirm, ``n``/escape refuse."""
+    """Yes/no; ``y`` confirms, ``n``/escape refuse, enter presses the focused button, which is
+    the safe one ("No") unless ``default="yes"``: a stray Enter never launches or cancels."""
 
     BINDINGS = [Binding("y", "yes", "Yes"), Binding("n,escape", "no", "No")]
 
-    def __init__(self, title: str, body: str = "", *, yes: str = "Yes", no: str = "No") -> None:
+    def __init__(self, title: str, body: str = "", *, yes: str = "Yes", no: str = "No",
+                 default: str = "no") -> None:
         super().__init__()
         self._title, self._body, self._yes, self._no = title, body, yes, no
+        self._default = default
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
             yield Label(self._title, classes="dialog-title")
-            if self._body:
-                yield Static(self._body, classes="dialog-help")
+            if self._body:  # plain text: a command may hold [brackets]
+                yield Static(self._body, classes="dialog-help", markup=False, id="confirm-body")
             with Horizontal(classes="dialog-buttons"):
                 yield Button(f"{self._yes} (y)", variant="error", id="yes")
                 yield Button(f"{self._no} (n)", id="no")
 
     def on_mount(self) -> None:
-        self.query_one("#yes", Button).focus()
+        self.query_one("#yes" if self._default == "yes" else "#no", Button).focus()
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         event.stop()

@@ -141,12 +141,21 @@ class LogView(ScrollView, can_focus=True):
                        animate=False, immediate=True)
         self._auto_scrolling = False
 
+    def empty_reason(self) -> str:
+        """Why a filtered view is empty (shown instead of a blank pane)."""
+        if self.stderr_only:
+            return "── nothing on stderr (yet); e shows every stream again ──"
+        if self.node_filter is not None:
+            return f"── no lines from node{self.node_filter} (yet); n for the next node ──"
+        return f"── no line matches /{self.search}; esc clears the search ──"
+
     # ------------------------------------------------------------------ follow / pause
     def watch_scroll_y(self, old: float, new: float) -> None:
         super().watch_scroll_y(old, new)
         if self._auto_scrolling:
             return
-        if new < old and self.follow:
+        # content that shrank (a new job's empty log) moves the offset up without the user
+        if new < old and self.follow and new < self.max_scroll_y:
             self.follow = False
         elif not self.follow and new >= self.max_scroll_y and new > old:
             self.resume()
@@ -165,6 +174,10 @@ class LogView(ScrollView, can_focus=True):
         index = scroll_y + y
         width = self.scrollable_content_region.width
         if index >= len(self.rows):
+            if index == 0 and self.entries and self._filtering:  # a filter hides everything
+                why = self.empty_reason()
+                return Strip([Segment(why, self.rich_style + _RV)]).crop(0, width) \
+                    .extend_cell_length(width, self.rich_style)
             return Strip.blank(width, self.rich_style)
         e = self.rows[index]
         base = self.rich_style

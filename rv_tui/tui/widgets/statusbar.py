@@ -6,6 +6,7 @@ from rich.text import Text
 from textual.widgets import Static
 
 from rv_tui.durations import format_human
+from rv_tui.tui.clock import cluster_time
 from rv_tui.tui.state import AppState
 
 _CONN_STYLE = {
@@ -21,7 +22,7 @@ def _age(seconds: float | None) -> str:
 
 
 class StatusBar(Static):
-    """``rv · rivanna (abc1de)   ● connected   updated 14:03:22 (3s ago)``."""
+    """``rv · rivanna (abc1de)   ● connected   updated 14:03:22 EST cluster time (3s ago)``."""
 
     def show(self, name: str, user: str, state: AppState, now: float) -> None:
         dot, style = _CONN_STYLE.get(state.connection, ("✗", "bold red"))
@@ -29,8 +30,8 @@ class StatusBar(Static):
         if state.connection == "reconnecting" and state.failures:
             conn = f"reconnecting (try {state.failures})"
         updated = "–"
-        if state.snapshot is not None:
-            updated = state.snapshot.taken_at.strftime("%H:%M:%S")
+        if state.snapshot is not None:  # the cluster's clock, in its zone, labelled
+            updated = cluster_time(state.snapshot.taken_at) + " cluster time"
         age = state.age(now)
         stale = age is not None and age > 60
         text = Text.assemble(

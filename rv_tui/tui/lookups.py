@@ -1,0 +1,51 @@
+"""One-off core calls the panes ask for (not the poll loop, which lives in workers.py).
+
+* :func:`final_states`: the final state and exit code of jobs that left the queue, via the
+  core's ``cluster.jobs(ids)`` (squeue, then scontrol/sacct for the finished ones);
+* :func:`backfill_windows`: the Cluster pane's backfill window per partition, from the
+  allocator's probe, saying when the probe's own top walltime capped what it could see.
+
+Like the workers, these call the core and only post messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from textual.message_pump import MessagePump
+
+from rv_tui.cluster.base import Cluster
+from rv_tui.tui import messages as m
+from rv_tui.tui.state import BackfillWindow
+
+
+async def final_states(target: MessagePump, cluster: Cluster, job_ids: list[str]) -> None:
+    """Post :class:`JobsLookedUp` with what the cluster still knows of ``job_ids``."""
+    try:
+        jobs = await cluster.jobs(job_ids)
+    except asyncio.CancelledError:
+        raise
+    except Exception:  # noqa: BLE001 - a lookup is a nicety; the panes say "left the queue"
+        return
+    target.post_message(m.JobsLookedUp(list(jobs)))
+
+
+async def backfill_windows(cluster: Cluster, snapshot: Any) -> dict[str, BackfillWindow]:
+    """Longest walltime that starts now, per partition, for a 1-GPU job (the allocator's probe).
+
+    The probe tries walltimes up to its request's time (2:59:00, the backfill cliff); a window
+    that reaches the top walltime tried is only a lower bound, so it is marked ``capped`` and the
+    pane says "at least 2h 59m" rather than pretending that is the window."""
+    from rv_tui.allocator.model import Request
+    from rv_tui.allocator.probe import probe
+
+    outcome = await probe(cluster, Request(gpus=1), snapshot)
+    out: dict[str, BackfillWindow] = {}
+    for w in outcome.windows:
+        top = max(w.waits, default=0)  # the longest walltime this probe tried
+        win = BackfillWindow(int(w.window_s), capped=bool(w.window_s) and w.window_s >= top)
+        have = out.get(w.partition)
+        if have is None or (win.seconds, win.capped) > (have.seconds, have.capped):
+            out[w.partition] = win
+    return out
