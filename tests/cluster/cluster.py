@@ -664,11 +664,17 @@ def ensure_gpu_limits() -> None:
                            f"{tail(P.logs / 'slurmdbd.log')}")
 
 
-def ensure_accounting() -> None:
+def cold() -> bool:
+    """Nothing of the Slurm cluster runs (no slurmctld, no slurmd): a fresh start."""
+    return not pid_alive(P.ctld_pid, "slurmctld") and not any(
+        pid_alive(slurmd_pid_file(n), f"slurmd -N {n}") for n in all_nodes())
+
+
+def ensure_accounting(fresh: bool) -> None:
     """MariaDB, slurmdbd, associations and QOS: all before slurmctld, which needs its partition
     QOS to exist."""
     ensure_mariadb()
-    if not pid_alive(P.ctld_pid, "slurmctld"):
+    if fresh:
         forget_old_jobs()
     ensure_slurmdbd()
     ensure_associations()
@@ -679,8 +685,12 @@ def start_slurm(clear_state: bool) -> None:
     ctld = pid_alive(P.ctld_pid, "slurmctld")
     if not ctld:
         P.ctld_pid.unlink(missing_ok=True)
-        # -c: a fresh controller never resurrects jobs of a previous (killed) cluster.
-        args = ["unshare", "--uts", "sh", "-c", f"hostname {CTLD_HOST} && exec slurmctld -c"]
+        # -c only on a cold start: a fresh controller never resurrects jobs of a previous
+        # (killed) cluster.  With slurmds still running (slurmctld died or a fault test is
+        # restarting it) the saved state is recovered instead: -c there would reset job ids
+        # under running jobs ("Duplicate jobid" drains nodes) and drop everyone's jobs.
+        flag = " -c" if clear_state else ""
+        args = ["unshare", "--uts", "sh", "-c", f"hostname {CTLD_HOST} && exec slurmctld{flag}"]
         r = run(args, check=False, env=env)
         if r.returncode != 0:
             raise RuntimeError(f"slurmctld failed: {r.stderr}\n{tail(P.logs / 'slurmctld.log')}")
@@ -876,9 +886,10 @@ def start() -> dict:
     ensure_users()
     __import__("module_standin").install(STATE, USER)  # Lmod-like `module` (tests/cluster/module_standin.py)
     ensure_munge()
+    fresh = cold()
     if ACCOUNTING:
-        ensure_accounting()
-    start_slurm(clear_state=True)
+        ensure_accounting(fresh)
+    start_slurm(clear_state=fresh)
     if ACCOUNTING:
         ensure_gpu_limits()
     port, sshd_pid = ensure_sshd(port_hint)
