@@ -115,7 +115,8 @@ class DefaultsConfig:
 @dataclass
 class PathsConfig:
     scratch: str | None = None
-    home: str | None = None
+    # paths.home was dropped: every remote command runs in the login shell, whose own $HOME is
+    # always right; a copy in the config could only go stale (see _DROPPED_KEYS)
 
 
 @dataclass
@@ -163,13 +164,6 @@ class Config:
         if self.paths.scratch:
             return self.paths.scratch.rstrip("/") or "/"
         return f"/scratch/{self._user('scratch')}"
-
-    @property
-    def remote_home(self) -> str:
-        """Remote home directory: ``paths.home`` or ``/home/<user>``."""
-        if self.paths.home:
-            return self.paths.home.rstrip("/") or "/"
-        return f"/home/{self._user('home')}"
 
     @property
     def rv_dir(self) -> str:
@@ -347,7 +341,6 @@ _SCHEMA: dict[str, dict[str, _KeySpec]] = {
     },
     "paths": {
         "scratch": _KeySpec(_path_rule),
-        "home": _KeySpec(_path_rule),
     },
     "notifications": {
         "enabled": _KeySpec(_bool_rule, kind=bool),
@@ -441,6 +434,13 @@ def _value_error(
     )
 
 
+#: Keys older configs (and the seeds' example) carry that rv no longer reads: accepted silently
+#: on load so those files keep working, refused by ``rv config set`` with the reason.
+_DROPPED_KEYS: dict[str, str] = {
+    "paths.home": "rv uses the login node's own $HOME (remote commands run in your login shell)",
+}
+
+
 def _build_config(data: dict[str, Any], *, path: Path | None, text: str | None) -> Config:
     """Validate plain data (from TOML) and build a :class:`Config`; raise the first error."""
     warnings: list[str] = []
@@ -462,6 +462,8 @@ def _build_config(data: dict[str, Any], *, path: Path | None, text: str | None) 
         values: dict[str, Any] = {}
         for key, raw in sec_val.items():
             spec = _SCHEMA[sec_name].get(key)
+            if spec is None and f"{sec_name}.{key}" in _DROPPED_KEYS:
+                continue
             if spec is None:
                 line = _find_line(text, sec_name, key)
                 warnings.append(f"{_where(path, line)}: unknown key {sec_name}.{key} (ignored)")
@@ -655,6 +657,10 @@ class ConfigDocument:
         """Validate and set ``section.key``; on error raise ConfigError and change nothing."""
         sec, key = _split_key(dotted_key)
         spec = _SCHEMA.get(sec, {}).get(key)
+        if spec is None and dotted_key in _DROPPED_KEYS:
+            raise ConfigError(f"{dotted_key} is no longer a config key: {_DROPPED_KEYS[dotted_key]}",
+                              hint=f"remove it: rv config unset {dotted_key}", path=self.path,
+                              key=dotted_key)
         if spec is None:
             raise ConfigError(
                 f"unknown config key {dotted_key!r}",
@@ -738,7 +744,6 @@ def write_default_config(
     time: str = "2:59:00",
     partition: str | None = None,
     scratch: str | None = None,
-    home: str | None = None,
     notifications: bool = False,
     email: str | None = None,
     token: str | None = None,
@@ -801,7 +806,6 @@ def write_default_config(
     paths = tomlkit.table()
     doc["paths"] = paths
     cd.set("paths.scratch", scratch or f"/scratch/{user}")
-    cd.set("paths.home", home or f"/home/{user}")
 
     notif = tomlkit.table()
     doc["notifications"] = notif

@@ -84,7 +84,7 @@ def test_seed_example_loads(home: Path) -> None:
     assert c.shared.hf_cache == "/standard/mygroup/.cache/huggingface"
     assert c.scratch == "/scratch/abc1de"
     assert c.rv_dir == "/scratch/abc1de/.rv"
-    assert c.remote_home == "/home/abc1de"
+    assert not hasattr(c.paths, "home")  # dropped: the seeds' example still loads, no warning
     assert c.warnings == []
     assert c.path == config_path()
     # secrets are not in the repr
@@ -102,7 +102,6 @@ def test_defaults_filled(tmp_path: Path) -> None:
     assert c.scratch_keepalive.enabled is True
     assert c.connection is not None and c.connection.port is None
     assert c.scratch == "/scratch/u1"
-    assert c.remote_home == "/home/u1"
     assert c.rv_dir == "/scratch/u1/.rv"
 
 

@@ -23,8 +23,11 @@ from rv_tui.gpus import GPU_SPECS, resolve_gpu_type
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("cost", help="estimate SU cost per GPU type", description=__doc__)
     p.add_argument("-g", "--gpu", type=int, default=1, metavar="N", help="GPUs (default 1)")
-    p.add_argument("-t", "--type", default=None, metavar="TYPE", help="one GPU type (default: all)")
-    p.add_argument("--time", default="2:59:00", metavar="DURATION", help="walltime (default 2:59:00)")
+    p.add_argument("-t", "--type", default=None, metavar="TYPE",
+                   help="one GPU type (default: config defaults.gpu_type, else every type "
+                        "defaults.partition serves, else all)")
+    p.add_argument("--time", default=None, metavar="DURATION",
+                   help="walltime (default: config defaults.time, else 2:59:00)")
     p.add_argument("--account", default=None, help="whose SU balance to compare with (default from config)")
     p.add_argument("--offline", action="store_true", help="do not ask the cluster for the SU balance")
     p.add_argument("--json", action="store_true", help="machine-readable JSON on stdout")
@@ -124,12 +127,46 @@ def render(rows: list[dict[str, Any]], gpus: int, time_s: int, balance: dict[str
     return text
 
 
-async def main(args: argparse.Namespace) -> int:
+def apply_config_defaults(args: argparse.Namespace, config: Any) -> tuple[str, str | None, str | None]:
+    """(walltime, GPU type, partition) for the estimate: the flag when given, else the config's
+    ``defaults.time`` / ``defaults.gpu_type`` (``any`` = none) / ``defaults.partition``.  The
+    partition only narrows the listing when no type is chosen (``--type`` wins, as in rv run)."""
+    from rv_tui.allocator.plan import DEFAULT_TIME
+
+    d = getattr(config, "defaults", None)
+    time_text = args.time or (d.time if d is not None and d.time else DEFAULT_TIME)
+    gpu_type = args.type
+    if gpu_type in (None, "") and d is not None and d.gpu_type not in (None, "", "any"):
+        gpu_type = d.gpu_type
+    partition = d.partition if d is not None and not gpu_type else None
+    return time_text, gpu_type, partition
+
+
+def _config_or_none(args: argparse.Namespace) -> Any:
+    from rv_tui.cli.common import load
+
     try:
-        time_s = parse_duration(args.time)
+        return load(args)
+    except Exception:  # noqa: BLE001 - cost works without a (valid) config; fetch_balance says why
+        return None
+
+
+def _served(rows: list[dict[str, Any]], partition: str | None) -> list[dict[str, Any]]:
+    from rv_tui.allocator.plan import _partition_serves
+
+    if not partition:
+        return rows
+    kept = [r for r in rows if _partition_serves(partition, r["gpu_type"])]
+    return kept or rows  # a partition rv does not know (or serving none of them): show all
+
+
+async def main(args: argparse.Namespace) -> int:
+    time_text, gpu_type, partition = apply_config_defaults(args, _config_or_none(args))
+    try:
+        time_s = parse_duration(time_text)
     except RvError as exc:
         raise RvError(f"--time: {exc.message}", hint=exc.hint) from None
-    rows = cost_rows(args.gpu, time_s, args.type)
+    rows = _served(cost_rows(args.gpu, time_s, gpu_type), partition)
     balance, why = await fetch_balance(args)
     rows = with_balance(rows, balance)
     if args.json:

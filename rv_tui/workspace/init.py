@@ -38,7 +38,6 @@ class InitOptions:
     email: str | None = None
     notifications: bool = True
     scratch: str | None = None
-    home: str | None = None
     gpu_type: str = "any"
     time: str = "2:59:00"
 
@@ -110,14 +109,14 @@ def write_config(opts: InitOptions, *, path: Path | None = None) -> Config:
         return write_default_config(
             opts.user, host=opts.host or opts.hostname, hostname=opts.hostname, port=opts.port,
             identity_file=opts.identity_file, account=opts.account, gpu_type=opts.gpu_type,
-            time=opts.time, scratch=opts.scratch, home=opts.home, notifications=opts.notifications,
+            time=opts.time, scratch=opts.scratch, notifications=opts.notifications,
             email=email, token=generate_token(), hf_cache=opts.hf_cache, path=p)
     doc = ConfigDocument.load(p)
     values = {
         "connection.host": opts.host or opts.hostname, "connection.user": opts.user,
         "connection.hostname": opts.hostname, "connection.port": opts.port,
         "connection.identity_file": opts.identity_file, "defaults.account": opts.account,
-        "paths.scratch": opts.scratch, "paths.home": opts.home,
+        "paths.scratch": opts.scratch,
         "notifications.enabled": opts.notifications, "notifications.email": email,
         "shared.hf_cache": opts.hf_cache,
     }
