@@ -715,8 +715,9 @@ def start_slurm(clear_state: bool) -> None:
                 n, s = line.split()
                 states[n] = s
         return len(states) == len(all_nodes()) and all(
-            s.rstrip("*~#$@+-").lower() in ("idle", "mixed", "allocated", "completing")
-            for s in states.values())
+            s.rstrip("*~#$@+-").lower() in ("idle", "mixed", "allocated", "completing", "drained",
+                                            "draining", "drain")
+            for s in states.values())  # drained = registered (a test may drain a node on purpose)
 
     try:
         wait_for(nodes_up, 30, "all nodes to register", 0.1)
