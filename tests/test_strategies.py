@@ -84,9 +84,13 @@ def test_odd_counts_never_overallocate():
     assert [sh.label for sh in shapes_for(req, GPU_SPECS["a6000"])] == ["1x5"]
     req = Request(gpus=6, gpu_type="a6000")
     assert [sh.label for sh in shapes_for(req, GPU_SPECS["a6000"])] == ["1x6", "2x3", "3x2"][:3]
-    # 5 V100s cannot fit one node (4 per node): 5 nodes x 1, said in the label, never 2x3.
+    # 5 V100s: over V100's max/job of 4, which counts the whole job (all nodes): no 5x1 either.
     req = Request(gpus=5, gpu_type="v100")
-    assert [sh.label for sh in shapes_for(req, GPU_SPECS["v100"])] == ["5x1"]
+    assert shapes_for(req, GPU_SPECS["v100"]) == []
+    assert "at most 4 GPUs per job" in static_exclusion(req, GPU_SPECS["v100"])
+    # 6 V100s: also over max/job, so never 2x3 or 3x2
+    req = Request(gpus=6, gpu_type="v100")
+    assert shapes_for(req, GPU_SPECS["v100"]) == []
     req = Request(gpus=12, gpu_type="a6000")
     assert all(sh.nodes * sh.gpus_per_node == 12 for sh in shapes_for(req, GPU_SPECS["a6000"]))
 

@@ -17,6 +17,13 @@ walltimes are listed in ``Window.from_queue``.
 
 Partitions that reach exactly the same nodes of a type (the shared ``gpu`` partition on a small
 cluster) are probed once; the duplicates are listed on the window instead of doubling the probes.
+
+Per-user GPU limits: Slurm keeps a job pending forever (``QOSMaxGRESPerUser``) when the user's
+running and pending GPUs of that type plus the new job exceed the QOS limit, and a race would
+wait on it.  The user's jobs and the limits the cluster states (its partitions' QOS, read with
+``sacctmgr``; rv's GPU table when the cluster states none) are fetched concurrently with round 1,
+so they cost no extra round trip, and such types are excluded with the reason
+("you already use 4 of 4 H200 GPUs").
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from rv_tui.allocator.strategies import (
 from rv_tui.cluster.base import Cluster, ClusterSnapshot, JobInfo, NodeState, ProbeSpec
 from rv_tui.durations import format_slurm
 from rv_tui.gpus import GPU_SPECS
+from rv_tui.slurm.accounting import ClusterLimits, gpu_use_by_type
 
 #: Round-1 walltimes (s): 30m, 1h, 2h, 2:59 (the backfill cliff on Rivanna), 4h, 6h, 12h, 1d, 2d, 3d.
 LADDER_S: tuple[int, ...] = (1800, 3600, 7200, 10740, 14400, 21600, 43200, 86400, 172800, 259200)
@@ -76,6 +84,47 @@ class ProbeOutcome:
     windows: list[Window]
     excluded: dict[str, str] = field(default_factory=dict)
     stats: ProbeStats = field(default_factory=ProbeStats)
+    gpu_use: dict[str, int] = field(default_factory=dict)  # the user's GPUs by GRES type
+    limits: ClusterLimits | None = None  # what the cluster states (None: rv's GPU table)
+
+
+async def user_gpu_state(cluster: Cluster) -> tuple[dict[str, int], ClusterLimits | None]:
+    """The user's running+pending GPUs by GRES type and the cluster's stated limits (the
+    ``gpu_limits`` capability; clusters without it, or without accounting, give None).
+    Never raises: without an answer the limits are simply not checked against usage."""
+    async def limits() -> ClusterLimits | None:
+        fetch = getattr(cluster, "gpu_limits", None)
+        if fetch is None:
+            return None
+        try:
+            return await fetch()
+        except Exception:
+            return None
+
+    try:
+        jobs, lim = await asyncio.gather(cluster.jobs(), limits())
+    except Exception:
+        return {}, None
+    return gpu_use_by_type(jobs, cluster.user), lim
+
+
+def limit_exclusion(request: Request, gpu_type: str, use: dict[str, int],
+                    limits: ClusterLimits | None) -> str | None:
+    """Why *gpu_type* would wait forever on the user's per-user (or the cluster's per-job)
+    GPU limit, or None."""
+    spec = GPU_SPECS[gpu_type]
+    part = request.partition or spec.partition
+    stated = limits.user_limit(part, spec.gres_type) if limits else None
+    limit = stated if stated is not None else spec.max_per_user
+    used = use.get(spec.gres_type, 0)
+    src = "the cluster's per-user limit" if stated is not None else "Rivanna's per-user limit"
+    if used and used + request.gpus > limit:
+        return (f"you already use {used} of {limit} {spec.label} GPUs ({src}); "
+                f"{request.gpus} more would wait in the queue (QOSMaxGRESPerUser) until yours end")
+    per_job = limits.job_limit(part, spec.gres_type) if limits else None
+    if per_job is not None and request.gpus > per_job:
+        return f"the cluster allows at most {per_job} {spec.label} GPUs per job (requested {request.gpus})"
+    return None
 
 
 def candidate_types(request: Request) -> list[str]:
@@ -200,7 +249,14 @@ async def probe(cluster: Cluster, request: Request, snapshot: ClusterSnapshot) -
             else:
                 waits[t.key()][w] = _seconds_until(res.start, now)
 
-    await run_round([(t, w) for t in targets for w in ladder(request, t.gpu_type)])
+    _, (use, limits) = await asyncio.gather(
+        run_round([(t, w) for t in targets for w in ladder(request, t.gpu_type)]),
+        user_gpu_state(cluster))
+    for gtype in dict.fromkeys(t.gpu_type for t in targets):
+        why = limit_exclusion(request, gtype, use, limits)
+        if why:
+            excluded[gtype] = why
+    targets = [t for t in targets if t.gpu_type not in excluded]
     windows = [_window(t, waits, errors) for t in targets]
     round2 = [(t, w) for t, win in zip(targets, windows) for w in refine(win, request)]
     suspects = [t for t, win in zip(targets, windows) if _queue_suspect(request, t, win, snapshot)]
@@ -223,7 +279,7 @@ async def probe(cluster: Cluster, request: Request, snapshot: ClusterSnapshot) -
                                                       queue_horizon(t, snapshot, jobs, now))
     windows = [_window(t, waits, errors, from_queue.get(t.key(), ())) for t in targets]
     stats.seconds = time.monotonic() - t0
-    return ProbeOutcome(windows=windows, excluded=excluded, stats=stats)
+    return ProbeOutcome(windows=windows, excluded=excluded, stats=stats, gpu_use=use, limits=limits)
 
 
 def _window(t: ProbeTarget, waits: dict, errors: dict, from_queue: tuple[int, ...] = ()) -> Window:

@@ -118,8 +118,8 @@ def shapes_for(request: Request, spec: GpuSpec) -> list[Shape]:
     shapes: list[Shape] = []
     if n <= min(spec.max_per_job, spec.per_node):
         shapes.append(Shape(1, n))
-    if request.single_node or n > spec.max_per_user:
-        return shapes
+    if request.single_node or n > spec.max_per_user or n > spec.max_per_job:
+        return shapes  # max/job counts the whole job, all its nodes
     multi = [Shape(k, n // k) for k in range(2, n + 1) if n % k == 0 and n // k <= spec.per_node]
     roomy = [s for s in multi if s.gpus_per_node >= 2]
     if n >= 4 and roomy:
@@ -138,6 +138,8 @@ def static_exclusion(request: Request, spec: GpuSpec) -> str | None:
         return f"rtx3090 (interactive) allows at most {spec.max_per_job} GPUs per job"
     if n > spec.max_per_user:
         return f"{spec.name} allows at most {spec.max_per_user} GPUs per user (requested {n})"
+    if n > spec.max_per_job and not request.single_node:  # (single-node: said below)
+        return f"{spec.name} allows at most {spec.max_per_job} GPUs per job, over all its nodes (requested {n})"
     if spec.name in ("mig", "rtx3090") and request.time_s > spec.max_walltime_s:
         return (f"{spec.name} has a maximum walltime of {format_slurm(spec.max_walltime_s)} "
                 f"(requested {format_slurm(request.time_s)})")

@@ -161,6 +161,15 @@ class SshCluster:
         tz = await self._tz()
         return self._history_from(await self.pool.run(acct.sacct_command(ids)), tz)
 
+    async def gpu_limits(self) -> "acct.ClusterLimits | None":
+        """Optional capability (not in the Cluster protocol): the per-user/per-job GPU limits of
+        each partition's QOS (``sacctmgr show qos`` + ``scontrol show partition``, one round
+        trip); None when the cluster states none or has no accounting."""
+        qres, pres = await self.pool.run_many([acct.QOS_COMMAND, acct.PARTITION_QOS_COMMAND])
+        if not qres.ok or not pres.ok:
+            return None
+        return acct.cluster_limits(qres.stdout, pres.stdout)
+
     @staticmethod
     def _history_from(res: "CommandResult", tz: Any) -> History:
         if not res.ok:

@@ -14,6 +14,7 @@ from datetime import datetime
 
 from dataclasses import replace
 
+from rv_tui.slurm.accounting import ClusterLimits
 from rv_tui.cluster.base import (
     ClusterSnapshot, ExecResult, FileLine, History, JobInfo, JobSubmission, ProbeResult, ProbeSpec,
     SubmitResult,
@@ -157,6 +158,19 @@ class DemoCluster:
                 info = self.sim.job_info(job)
                 out[info.job_id] = replace(info, from_accounting=True, work_dir=self.scratch)
         return History(available=True, jobs=out)
+
+    async def gpu_limits(self) -> ClusterLimits:
+        """The simulated partitions' QOS: the GPU table's max/user on every GPU partition
+        (what the simulation enforces as QOSMaxGRESPerUser)."""
+        from rv_tui.gpus import GPU_SPECS, SHARED_GPU_PARTITION, SHARED_PARTITION_TYPES
+
+        per_user: dict[str, dict[str, int]] = {}
+        for spec in GPU_SPECS.values():
+            parts = [spec.partition] + ([SHARED_GPU_PARTITION] if spec.name in SHARED_PARTITION_TYPES
+                                        else [])
+            for part in parts:
+                per_user.setdefault(part, {})[spec.gres_type] = spec.max_per_user
+        return ClusterLimits(per_user=per_user)
 
     # ------------------------------------------------------------------ actions
 
