@@ -81,6 +81,12 @@ class Launch:
         }
 
 
+def _mail_user(config: Config | None) -> str | None:
+    from rv_tui.jobs.notify import mail_user
+
+    return mail_user(config)
+
+
 def notify_settings(cluster: Cluster, config: Config | None) -> Any | None:
     """The job's notification target when notifications are configured (else None)."""
     n = config.notifications if config is not None else None
@@ -107,6 +113,7 @@ def job_context(cluster: Cluster, config: Config | None, request: Request, group
         account=request.account, env_file=RemotePaths(cluster.scratch).env_file,
         hf_cache=config.shared.hf_cache if config is not None else None,
         exclude_nodes=tuple(request.exclude_nodes), notify=notify_settings(cluster, config),
+        mail_user=_mail_user(config),
         **fields,
     )
 

@@ -14,7 +14,13 @@ that died with the job, and Slurm kills (TIMEOUT, scancel) sent nothing.  Here:
 
 On the node the signer is ``python3 -I`` (JSON, HMAC and POST from the standard library); where
 there is no python3 a pure-shell fallback computes the HMAC with ``sha256sum`` and posts with
-``curl``, so ``openssl`` is never needed.
+``curl``, so ``openssl`` is never needed.  curl reads the webhook URL (which may carry a secret)
+from a config on its stdin (``-K -``) and the body from a 0600 temp file, never from its argv.
+
+Email is Slurm's own: with ``notifications.email`` the job carries ``--mail-user``, and the job
+that wins its race switches on ``MailType=END,FAIL,TIME_LIMIT,REQUEUE`` for itself
+(:data:`MAIL_TYPES`) right after claiming, so a race of twelve strategies sends one mail, not a
+"CANCELLED" mail per loser.  :func:`ended_jobs` tells a face which of your jobs just ended.
 """
 
 from __future__ import annotations
@@ -24,14 +30,18 @@ import hmac
 import json
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from rv_tui.quoting import q
 
+if TYPE_CHECKING:
+    from rv_tui.cluster.base import JobInfo
+
 __all__ = [
-    "EVENTS", "NotifySettings", "SIG_HEADER", "TS_HEADER", "MAX_SKEW_S", "notify_shell", "sign",
-    "verify",
+    "EVENTS", "MAIL_TYPES", "NotifySettings", "SIG_HEADER", "TS_HEADER", "MAX_SKEW_S", "ended_jobs",
+    "mail_shell", "mail_user", "notify_shell", "sign", "verify",
 ]
 
 #: events a job can post (seeds: COMPLETED, FAILED, TIMEOUT, RESUBMITTED)
@@ -40,6 +50,40 @@ TS_HEADER = "X-Rv-Timestamp"
 SIG_HEADER = "X-Rv-Signature"
 MAX_SKEW_S = 300
 POST_TIMEOUT_S = 5
+#: Slurm mail events for the winning job (ended, failed, hit its time limit, was requeued).
+MAIL_TYPES = "END,FAIL,TIME_LIMIT,REQUEUE"
+
+
+def mail_user(config: Any) -> str | None:
+    """The address Slurm mails when notifications are on and ``notifications.email`` is set."""
+    n = getattr(config, "notifications", None)
+    if n is None or not n.enabled or not n.email:
+        return None
+    return str(n.email)
+
+
+def mail_shell() -> str:
+    """Job-script lines, run only by the race's winner: ask Slurm to mail about this job."""
+    return (
+        "# --- mail: only the winner asks Slurm for mail (#SBATCH --mail-user names the address),\n"
+        "# so cancelled or losing siblings never send any\n"
+        f'scontrol update JobId="$SLURM_JOB_ID" MailType={MAIL_TYPES} >/dev/null 2>&1 || '
+        'echo "[rv] warning: could not switch on Slurm mail for this job" >&2\n'
+    )
+
+
+def ended_jobs(before: Iterable["JobInfo"], now: Iterable["JobInfo"]) -> list["JobInfo"]:
+    """Jobs that had started in ``before`` and are now finished or gone from the queue (a queue
+    listing drops finished jobs); pending jobs that vanish (cancelled losers) are not news."""
+    cur = {j.job_id: j for j in now}
+    out = []
+    for j in before:
+        if not j.has_started:
+            continue
+        later = cur.get(j.job_id)
+        if later is None or later.is_terminal:
+            out.append(later or j)
+    return out
 
 
 @dataclass(frozen=True)
@@ -165,12 +209,18 @@ def notify_shell(settings: NotifySettings, *, job_name: str, group_id: str) -> s
         "  [ -n \"$why\" ] && why=\"\\\"$why\\\"\" || why=null",
         "  body=\"{$_rv_nstatic,\\\"elapsed_s\\\":${4:-0},\\\"event\\\":\\\"$1\\\",\\\"exit_code\\\":$rc,\\\"job_id\\\":\\\"${SLURM_JOB_ID:-}\\\",\\\"node\\\":\\\"$node\\\",\\\"nonce\\\":\\\"$nonce\\\",\\\"reason\\\":$why,\\\"timestamp\\\":$ts}\"",
         "  sig=$(_rv_hmac \"$ts.$body\")",
-        "  if printf '%s' \"$body\" | curl -sS -o /dev/null --max-time " + str(POST_TIMEOUT_S)
-        + " -X POST -H 'Content-Type: application/json' -H \"X-Rv-Timestamp: $ts\" -H \"X-Rv-Signature: sha256=$sig\" --data-binary @- \"$_rv_nurl\" 2>/dev/null; then",
+        # the URL reaches curl as a config line on stdin (-K -), the body from a 0600 temp file:
+        # nothing secret is ever in curl's argv (ps, /proc/*/cmdline)
+        "  local bf; bf=$(umask 077; mktemp \"${TMPDIR:-/tmp}/rv-notify.XXXXXX\") || { echo \"[rv] notification $1 not delivered (no temp file)\" >&2; return 0; }",
+        "  printf '%s' \"$body\" > \"$bf\"",
+        "  local u=${_rv_nurl//\\\\/\\\\\\\\}; u=${u//\\\"/\\\\\\\"}",
+        "  if printf 'url = \"%s\"\\n' \"$u\" | curl -sS -o /dev/null --max-time " + str(POST_TIMEOUT_S)
+        + " -X POST -H 'Content-Type: application/json' -H \"X-Rv-Timestamp: $ts\" -H \"X-Rv-Signature: sha256=$sig\" --data-binary @\"$bf\" -K - 2>/dev/null; then",
         "    echo \"[rv] notification $1 sent\" >&2",
         "  else",
         "    echo \"[rv] notification $1 not delivered (curl failed)\" >&2",
         "  fi",
+        "  rm -f -- \"$bf\"",
         "}",
     ]
     return "\n".join(lines) + "\n"
