@@ -97,8 +97,8 @@ def test_git_info(tmp_path):
 def test_reason_text():
     assert reason_text("Resources") == "waiting for resources"
     assert reason_text("(Priority)") == "waiting behind higher-priority jobs"
-    assert reason_text("QOSMaxGRESPerUser") == "QOS limit: GPUs per user"
-    assert reason_text("QOSSomethingNew").startswith("QOS limit")
+    assert reason_text("QOSMaxGRESPerUser").startswith("waiting: you already use your per-user GPU limit")
+    assert reason_text("QOSSomethingNew") == "waiting on a QOS limit (QOSSomethingNew)"
     assert reason_text("ReqNodeNotAvail, UnavailableNodes:udc-an28-1") .startswith("requested nodes")
     assert reason_text(None) == ""
     assert reason_text("WeirdReason") == "WeirdReason"

@@ -27,16 +27,27 @@ REASON_TEXT: dict[str, str] = {
     "BadConstraints": "constraints cannot be satisfied",
     "InvalidQOS": "invalid QOS",
     "InvalidAccount": "invalid account",
-    "AssocGrpGRES": "account GPU limit reached",
+    "AssocGrpGRES": "waiting: your account's GPUs are all in use (its group limit); starts when "
+                    "jobs of the account end",
+    "AssocMaxGRESPerJob": "over the account's per-job GPU limit: it will never start; cancel it "
+                          "and ask for fewer GPUs",
     "AssocGrpCpuLimit": "account CPU limit reached",
     "AssocMaxJobsLimit": "account job-count limit reached",
     "AssocGrpBillingMinutes": "account out of service units",
-    "QOSMaxGRESPerUser": "QOS limit: GPUs per user",
+    "QOSMaxGRESPerUser": "waiting: you already use your per-user GPU limit for this type; "
+                         "starts when your other jobs of this type end",
+    "QOSMaxGRESPerJob": "over the per-job GPU limit for this type: it will never start; cancel "
+                        "it and ask for fewer GPUs",
+    "QOSMaxGRESPerNode": "over the per-node GPU limit: it will never start as asked",
+    "QOSMaxGRESPerAccount": "waiting: your account already uses its GPU limit for this type",
+    "QOSMaxTRESPerUser": "waiting: you are at a per-user limit; starts when your other jobs end",
+    "QOSMaxTRESPerJob": "over a per-job limit: it will never start; cancel and ask for less",
+    "QOSMaxGRESMinutesPerJob": "over the GPU-time limit per job: ask for fewer GPUs or less time",
     "QOSMaxCpuPerUserLimit": "QOS limit: CPUs per user",
     "QOSMaxJobsPerUserLimit": "QOS limit: jobs per user",
     "QOSMaxSubmitJobPerUserLimit": "QOS limit: submitted jobs per user",
     "QOSMaxNodePerUserLimit": "QOS limit: nodes per user",
-    "QOSGrpGRES": "QOS limit: group GPUs",
+    "QOSGrpGRES": "waiting: the QOS's GPUs are all in use (group limit)",
     "QOSMaxWallDurationPerJobLimit": "QOS limit: walltime",
     "QOSResourceLimit": "QOS limit",
     "QOSJobLimit": "QOS limit: jobs",
@@ -63,8 +74,10 @@ def reason_text(reason: str | None) -> str:
     head = reason.split(",", 1)[0].strip()
     if head in REASON_TEXT:
         return REASON_TEXT[head]
+    if head.startswith("QOS") and "PerJob" in head:
+        return f"over a per-job QOS limit ({head}): it will never start as asked"
     if head.startswith("QOS"):
-        return f"QOS limit ({head})"
+        return f"waiting on a QOS limit ({head})"
     if head.startswith("Assoc"):
         return f"account limit ({head})"
     return reason
