@@ -65,9 +65,9 @@ def demo_home(tmp_path, monkeypatch):
     return tmp_path / "home"
 
 
-async def test_prepare_launch_rewrites_entry_and_points_every_sibling_at_the_snapshot(tmp_path, demo_home):
-    """From a sub-directory, ``python3 train.py`` becomes ``python3 src/train.py`` (root-relative),
-    and every race entry's script cds into the job's snapshot and records itself there."""
+async def test_prepare_launch_keeps_the_command_and_points_every_sibling_at_the_snapshot(tmp_path, demo_home):
+    """From a sub-directory, ``python3 train.py`` stays ``python3 train.py`` and runs in the same
+    sub-directory of the job's snapshot; every race entry's script cds there and records itself."""
     from rv_tui.cluster.demo import DemoCluster
     from rv_tui.jobs.launch import prepare_launch
 
@@ -81,12 +81,12 @@ async def test_prepare_launch_rewrites_entry_and_points_every_sibling_at_the_sna
     ws = launch.workspace
     assert ws is not None and ws.project is not None
     assert ws.entry == "src/train.py"
-    assert launch.request.command == "python3 src/train.py --flag 'a b'"
+    assert launch.request.command == "python3 train.py --flag 'a b'"
     assert re.fullmatch(rf"{cluster.scratch}/rv-workspaces/{ws.project.name}/main/snapshots/wsjob-\d+", ws.snapshot)
-    assert launch.context.work_dir == ws.snapshot and launch.context.name == "wsjob"
+    assert launch.context.work_dir == f"{ws.snapshot}/src" and launch.context.name == "wsjob"
     assert launch.entries, "the plan had strategies"
     for e in launch.entries:
-        assert f"cd -- {ws.snapshot}" in e.submission.script
+        assert f"cd -- {ws.snapshot}/src" in e.submission.script
         assert f"{ws.snapshot}/.rv-jobs" in e.submission.script
         assert e.submission.command == launch.request.command
         assert e.submission.group_id == launch.group_id

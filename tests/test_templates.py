@@ -138,7 +138,9 @@ def test_attach_command(tmp_path: Path) -> None:
 def test_auto_env_has_the_seed_variables(tmp_path: Path) -> None:
     env = auto_env(ctx_for(tmp_path, hf_cache="/standard/grp/hf"), strat())
     assert set(AUTO_VARS) <= set(env)
-    assert env["HF_HOME"] == "/standard/grp/hf" and env["OMP_NUM_THREADS"] == "8"
+    # the shared cache holds model files only; HF_HOME (tokens) stays private (issue 12)
+    assert env["HF_HOME"] == f"{tmp_path}/scratch/.cache/huggingface" and env["OMP_NUM_THREADS"] == "8"
+    assert env["HF_HUB_CACHE"] == "/standard/grp/hf/hub"
     assert env["RV_CHECKPOINT_DIR"].endswith("/.rv/checkpoints/rv-test")
 
 

@@ -145,12 +145,14 @@ def test_smart_execution_rules(tmp_path: Path) -> None:
     make_project(root, cuda=False)
     (root / "scripts").mkdir()
     (root / "scripts" / "go.sh").write_text("echo hi\n")
+    # the command is never rewritten; a sub-directory becomes the working directory in the snapshot
     p = plan_command(root / "scripts", ["../train.py", "--lr", "1e-3", "it's"])
-    assert p.command == "python train.py --lr 1e-3 'it'\"'\"'s'" and p.entry == "train.py" and p.manage_deps
+    assert p.command == "../train.py --lr 1e-3 'it'\"'\"'s'" and p.entry == "train.py" and p.manage_deps
+    assert p.subdir == "scripts"
     p = plan_command(root, ["torchrun", "--nproc_per_node=4", "train.py", "--x"])
     assert p.command == "torchrun --nproc_per_node=4 train.py --x" and p.manage_deps
-    p = plan_command(root, ["scripts/go.sh"])
-    assert p.command == "bash scripts/go.sh" and not p.manage_deps
+    p = plan_command(root, ["scripts/go.sh"])  # a project shell script gets the venv too
+    assert p.command == "scripts/go.sh" and p.manage_deps and p.entry == "scripts/go.sh"
     p = plan_command(root, "make train")  # opaque shell string: no deps, but still synced
     assert p.command == "make train" and not p.manage_deps and p.project is not None
     p = plan_command(root, ["python", "-c", "import tinyalpha"])

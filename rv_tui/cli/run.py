@@ -272,11 +272,14 @@ def print_launch(launch: _launch.Launch, as_json: bool) -> None:
     if ws.project is None:
         return
     print(f"project:  {ws.project.name} (branch {ws.project.branch}) from {ws.project.root}")
-    print(f"snapshot: {ws.snapshot} (created at submit; the job runs there)")
+    print(f"snapshot: {ws.snapshot} (created at submit)")
+    print(f"runs in:  {ws.work_dir}" + (f" (you are in {ws.subdir}/)" if ws.subdir else ""))
     if ws.venv:
-        print(f"venv:     {ws.venv} (from {ws.deps.file if ws.deps else '?'})")
-    elif ws.manage_deps is False and ws.entry:
-        print("venv:     none (no requirements.txt / pyproject.toml, or not a python command)")
+        print(f"venv:     {ws.venv} ({ws.deps_reason})")
+        if ws.python is not None:
+            print(f"python:   {ws.python.describe()}")
+    else:
+        print(f"venv:     none ({ws.deps_reason or 'no dependency management'})")
     if ws.sync_result is not None:
         _print_sync_plan(ws.sync_result, False)
     print("dry run: nothing was uploaded or submitted")

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from rv_tui.allocator.model import Strategy
     from rv_tui.jobs.templates import JobContext
 
-__all__ = ["AUTO_VARS", "JOB_ID_REF", "auto_env", "export_lines"]
+__all__ = ["AUTO_VARS", "JOB_ID_REF", "auto_env", "export_lines", "shared_hub_cache"]
 
 JOB_ID_REF = "${SLURM_JOB_ID}"
 
@@ -34,15 +34,18 @@ def auto_env(ctx: "JobContext", strategy: "Strategy") -> dict[str, str]:
     """The auto-set variables for this job (the seeds' ten plus cache/launcher helpers).
 
     ``RV_OUTPUT_DIR`` is per job (``<outputs>/<name>-${SLURM_JOB_ID}``); ``RV_CHECKPOINT_DIR`` is
-    per name, so reruns and checkpoint segments with the same name share it.
+    per name, so reruns and checkpoint segments with the same name share it.  ``HF_HOME`` is
+    always private; with a shared HF cache, ``HF_HUB_CACHE`` points at its ``hub/``.
     """
     p = RemotePaths(ctx.scratch)
     cpus = strategy.cpus_per_task if strategy.cpus_per_task and strategy.cpus_per_task > 0 else 1
     wandb = p.cache_dir("wandb")
-    return {
+    env = {
         "OMP_NUM_THREADS": str(cpus),
         "TOKENIZERS_PARALLELISM": "false",
-        "HF_HOME": ctx.hf_cache or p.cache_dir("huggingface"),
+        # HF_HOME (token, stored_tokens, settings) is always the user's private cache; a shared
+        # cache ([shared] hf_cache) serves model files only, through HF_HUB_CACHE
+        "HF_HOME": p.cache_dir("huggingface"),
         "VLLM_CACHE_DIR": p.cache_dir("vllm"),
         "WANDB_DIR": wandb,
         "WANDB_DATA_DIR": wandb,
@@ -57,6 +60,16 @@ def auto_env(ctx: "JobContext", strategy: "Strategy") -> dict[str, str]:
         "RV_JOB_NAME": ctx.name,
         "RV_GROUP_ID": ctx.group_id,
     }
+    if ctx.hf_cache:
+        env["HF_HUB_CACHE"] = shared_hub_cache(ctx.hf_cache)
+    return env
+
+
+def shared_hub_cache(hf_cache: str) -> str:
+    """The model-file cache inside a shared Hugging Face directory (``<dir>/hub``, where
+    ``huggingface_hub`` keeps models under an ``HF_HOME``), so a group shares downloads but never
+    the token files that live in ``HF_HOME`` itself."""
+    return hf_cache.rstrip("/") + "/hub"
 
 
 def _render_value(value: str) -> str:

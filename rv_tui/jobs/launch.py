@@ -75,6 +75,9 @@ class Launch:
                 "branch": ws.project.branch if ws.project else None,
                 "root": str(ws.project.root) if ws.project else None,
                 "entry": ws.entry, "code_dir": ws.code_dir, "snapshot": ws.snapshot, "venv": ws.venv,
+                "subdir": getattr(ws, "subdir", ""), "work_dir": getattr(ws, "work_dir", ws.snapshot),
+                "deps_reason": getattr(ws, "deps_reason", None),
+                "python": ws.python.to_json() if getattr(ws, "python", None) is not None else None,
                 "manage_deps": ws.manage_deps, "deps_file": ws.deps.file if ws.deps else None,
                 "notes": list(ws.notes), "sync": sync_plan,
             },
@@ -133,8 +136,12 @@ def build_entries(cluster: Cluster, config: Config | None, request: Request, str
     return entries_for_context(ctx, strategies)
 
 
-async def choose_name(config: Config | None, request: Request, command: str | None, explicit: str | None) -> str:
-    """``--name``, else an AI name when enabled, else the heuristic (never fails)."""
+async def choose_name(config: Config | None, request: Request, command: str | None, explicit: str | None,
+                      cluster: Cluster | None = None) -> str:
+    """``--name``, else an AI name when enabled, else the heuristic (never fails).
+
+    The AI provider sees the command with the ``rv env`` values (read from ``cluster``) and other
+    secrets masked; if the env store cannot be read the heuristic is used instead."""
     from rv_tui.jobs.naming import choose_job_name
 
     if command is None:
@@ -142,8 +149,17 @@ async def choose_name(config: Config | None, request: Request, command: str | No
 
         return sanitize_job_name(explicit or request.name or "rv-interactive")
     d = config.defaults if config is not None else None
-    return await choose_job_name(command, explicit=explicit or request.name,
-                                 ai_naming=bool(d and d.ai_naming), api_key=d.ai_api_key if d else None)
+    ai = bool(d and d.ai_naming and d.ai_api_key) and not (explicit or request.name)
+    values: list[str] = []
+    if ai and cluster is not None and not cluster.is_demo:
+        try:
+            from rv_tui.workspace.envstore import EnvStore
+
+            values = list((await EnvStore(cluster).load()).values())
+        except Exception:  # noqa: BLE001 - cannot mask what we cannot read: no AI naming
+            ai = False
+    return await choose_job_name(command, explicit=explicit or request.name, ai_naming=ai,
+                                 api_key=d.ai_api_key if d else None, secret_values=values)
 
 
 async def prepare_launch(cluster: Cluster, config: Config | None, request: Request, command: str | None = None,
@@ -180,7 +196,7 @@ async def prepare_launch(cluster: Cluster, config: Config | None, request: Reque
         from rv_tui.allocator.plan import make_plan
 
         plan = await make_plan(cluster, request, max_strategies=max_strategies)
-    job_name = await choose_name(config, request, command, name)
+    job_name = await choose_name(config, request, command, name, cluster)
     gid = group_id or new_group_id()
     ws = None
     if command is not None and workspace:

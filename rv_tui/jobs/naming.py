@@ -7,7 +7,10 @@ module is made of ``[A-Za-z0-9._-]`` only, starts with an alphanumeric and is at
 :data:`MAX_NAME_LEN` characters.
 
 AI naming uses only the standard library (urllib in a worker thread) with a short timeout; any
-failure falls back to the heuristic, so naming never blocks or fails a submission.
+failure falls back to the heuristic, so naming never blocks or fails a submission.  The command
+sent to the provider is masked first (:func:`rv_tui.masking.mask_secrets`: the ``rv env`` values
+the caller passes, the API key itself, URL credentials, ``KEY=value`` secrets, ``sk-``/``hf_``/
+``ghp_``-style tokens): a name needs the shape of the command, never its credentials.
 """
 
 from __future__ import annotations
@@ -17,11 +20,14 @@ import json
 import re
 import shlex
 import urllib.request
+from collections.abc import Iterable
 from typing import Any
+
+from rv_tui.masking import mask_secrets
 
 __all__ = [
     "MAX_NAME_LEN", "ai_provider", "build_ai_request", "choose_job_name", "heuristic_name",
-    "parse_ai_response", "sanitize_job_name", "suggest_ai_name",
+    "masked_command", "parse_ai_response", "sanitize_job_name", "suggest_ai_name",
 ]
 
 MAX_NAME_LEN = 48
@@ -142,13 +148,22 @@ def ai_provider(api_key: str) -> str:
     return "anthropic" if api_key.startswith("sk-ant-") else "openai"
 
 
+def masked_command(command: str, api_key: str | None = None, secret_values: Iterable[str] = ()) -> str:
+    """The command as the provider may see it: every secret rv knows of masked."""
+    return mask_secrets(command, [*secret_values, *([api_key] if api_key else [])])
+
+
 def _prompt(command: str) -> str:
     return ("Give a short 2-4 word descriptive name for this HPC job command. Lowercase, words "
             "joined by hyphens, reply with the name only.\nCommand: " + command[:2000])
 
 
-def build_ai_request(command: str, api_key: str, *, base_url: str | None = None) -> urllib.request.Request:
-    """The HTTP request asking the provider for a name (no network here; tests inspect it)."""
+def build_ai_request(command: str, api_key: str, *, base_url: str | None = None,
+                     secret_values: Iterable[str] = ()) -> urllib.request.Request:
+    """The HTTP request asking the provider for a name (no network here; tests inspect it).
+
+    The command is masked here (:func:`masked_command`), so no caller can send it raw."""
+    command = masked_command(command, api_key, secret_values)
     provider = ai_provider(api_key)
     if provider == "anthropic":
         url = (base_url.rstrip("/") + "/v1/messages") if base_url else ANTHROPIC_URL
@@ -197,9 +212,9 @@ def _fetch(req: urllib.request.Request, timeout: float) -> bytes:
 
 
 async def suggest_ai_name(command: str, api_key: str, *, timeout: float = 3.0,
-                          base_url: str | None = None) -> str | None:
-    """Ask the provider for a name; None on any error or after *timeout* seconds."""
-    req = build_ai_request(command, api_key, base_url=base_url)
+                          base_url: str | None = None, secret_values: Iterable[str] = ()) -> str | None:
+    """Ask the provider for a name (secrets masked); None on any error or after *timeout* seconds."""
+    req = build_ai_request(command, api_key, base_url=base_url, secret_values=secret_values)
     try:
         payload = await asyncio.wait_for(asyncio.to_thread(_fetch, req, timeout), timeout)
     except Exception:  # timeouts, HTTP errors, DNS, TLS: naming must never fail a submission
@@ -209,12 +224,15 @@ async def suggest_ai_name(command: str, api_key: str, *, timeout: float = 3.0,
 
 async def choose_job_name(command: str | None, *, explicit: str | None = None, ai_naming: bool = False,
                           api_key: str | None = None, timeout: float = 3.0,
-                          base_url: str | None = None) -> str:
-    """``--name`` if given, else an AI name (if enabled and keyed), else :func:`heuristic_name`."""
+                          base_url: str | None = None, secret_values: Iterable[str] = ()) -> str:
+    """``--name`` if given, else an AI name (if enabled and keyed), else :func:`heuristic_name`.
+
+    ``secret_values`` (the ``rv env`` values) are masked in what the provider sees."""
     if explicit and explicit.strip():
         return sanitize_job_name(explicit)
     if command and ai_naming and api_key:
-        name = await suggest_ai_name(command, api_key, timeout=timeout, base_url=base_url)
+        name = await suggest_ai_name(command, api_key, timeout=timeout, base_url=base_url,
+                                     secret_values=secret_values)
         if name:
             return name
     return heuristic_name(command)
