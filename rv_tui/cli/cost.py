@@ -127,6 +127,43 @@ def render(rows: list[dict[str, Any]], gpus: int, time_s: int, balance: dict[str
     return text
 
 
+def su_chart(rows: list[dict[str, Any]], width: int) -> str:
+    """A horizontal bar chart of total SU per GPU type (plotext, ANSI colours; one fixed colour
+    per type, the dashboard's), or "" when there is nothing to draw."""
+    import plotext
+
+    from rv_tui.tui.colours import colour_of, rgb
+
+    top = max((float(r["total_su"]) for r in rows if not r["free"]), default=0.0)
+    if top <= 0 or width < 40:
+        return ""
+    n = len(rows)
+    types = [r["gpu_type"] for r in rows]
+    plotext.terminal.limit(False, False)  # else plotext clamps to what it detects (80 columns)
+    fig = plotext.figure
+    fig.clear()
+    fig.theme("simple")
+    fig.plot_size(width, n + 3)
+    for i, r in enumerate(rows):
+        y = n - 1 - i  # cheapest on top, as in the table
+        if r["free"] or not r["total_su"]:
+            continue
+        sig = fig.signal([0, float(r["total_su"])], [y, y],
+                         marker=plotext.marker("█", rgb(colour_of(r["gpu_type"], types))))
+        sig.lines()
+        fig.draw(sig)
+    fig.ruler(1).lim(-0.5 if n == 1 else 0, 0.5 if n == 1 else n - 1)
+    fig.ruler(1).ticks(list(range(n)), [f"{r['gpu_type']} " + ("free" if r["free"] else
+                                                                f"{r['total_su']:,.0f} SU")
+                                        for r in reversed(rows)])
+    fig.ruler(0).lim(0, top)
+    fig.ruler(0).ticks([0, top / 2, top], ["0", f"{top / 2:,.0f}", f"{top:,.0f} SU"])
+    fig.legend(active=False)
+    text = fig.build().string().rstrip("\n")
+    fig.clear()
+    return text
+
+
 def apply_config_defaults(args: argparse.Namespace, config: Any) -> tuple[str, str | None, str | None]:
     """(walltime, GPU type, partition) for the estimate: the flag when given, else the config's
     ``defaults.time`` / ``defaults.gpu_type`` (``any`` = none) / ``defaults.partition``.  The
@@ -176,6 +213,12 @@ async def main(args: argparse.Namespace) -> int:
                     "balance_error": why})
     else:
         print(render(rows, args.gpu, time_s, balance))
+        if sys.stdout.isatty():  # a picture for people; pipes and scripts get the table only
+            import shutil
+
+            chart = su_chart(rows, min(shutil.get_terminal_size((100, 24)).columns, 120))
+            if chart:
+                print("\n" + chart)
         if why:
             print(f"rv: note: SU balance not shown: {why}", file=sys.stderr)
     return 0

@@ -181,6 +181,11 @@ class RvApp(App[int]):
     def on_cluster_polled(self, message: m.ClusterPolled) -> None:
         if self._shutting_down():
             return
+        from rv_tui.jobs.notify import ended_jobs  # a started job of yours ended: tell the user
+
+        for job in ended_jobs(self.state.jobs, message.jobs):
+            how = f": {job.state.lower()}" if job.is_terminal else ""
+            self.notify(f"job {job.job_id} {job.name} ended{how}", title="job ended", timeout=10)
         self.state.record_snapshot(message.snapshot, message.jobs, self.clock(), message.windows)
         self.state.poll_duration = message.duration
         self._q(ClusterPane).refresh_from(self.state)

@@ -40,7 +40,7 @@ def letter_actions(bindings: list[Any]) -> set[str]:
             continue
         keys = [k.strip() for k in b.key.split(",")]
         if keys and all(_printable(k) for k in keys):
-            out.add(b.action)
+            out.add(b.action.split("(", 1)[0])  # check_action gets the name without arguments
     return out
 
 
