@@ -2,8 +2,9 @@
 
 Asks for what it cannot discover (computing id, login host), sets up an SSH key when key auth does
 not work yet, discovers the Slurm account with ``allocations``, offers a shared HuggingFace cache
-on group storage, writes ``config.toml`` (with a fresh notification token), creates the remote
-directories and the ``~/.cache`` -> scratch symlinks.  Safe to run again.
+on group storage, asks for an optional webhook URL for signed job notifications (mail goes to
+``--email`` through Slurm itself), writes ``config.toml`` (with a fresh notification token),
+creates the remote directories and the ``~/.cache`` -> scratch symlinks.  Safe to run again.
 """
 
 from __future__ import annotations
@@ -30,7 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--hf-cache", default=None, help="shared HuggingFace cache directory on group storage")
     p.add_argument("--scratch", default=None, help="remote scratch root (default /scratch/USER)")
     p.add_argument("--no-notifications", action="store_true")
-    p.add_argument("--email", default=None)
+    p.add_argument("--email", default=None, help="where Slurm mails when your job ends, fails or is requeued")
+    p.add_argument("--notify-url", default=None, metavar="URL",
+                   help="webhook that receives HMAC-signed job notifications (optional)")
     p.add_argument("--any-user", action="store_true", help="accept user names that are not UVA computing ids")
     p.add_argument("--skip-remote", action="store_true", help="only write the config")
     p.add_argument("-y", "--yes", action="store_true", help="non-interactive: never prompt")
@@ -86,10 +89,20 @@ async def main(args: argparse.Namespace) -> int:
         if key is not None and _ask(f"copy {key.name}.pub to {hostname} (asks your password)? (y/n)", "n",
                                     True) == "y":
             subprocess.run(core.copy_key_command(key, user, hostname, args.port))
+    notify_url = args.notify_url or (existing.notifications.url if existing else None)
+    if notify_url is None and interactive and not args.no_notifications:
+        notify_url = _ask("webhook URL for signed job notifications (empty: email only)", None, True)
+    if notify_url:
+        from rv_tui.config import _url_rule
+
+        problem = _url_rule(notify_url)
+        if problem:
+            raise RvError(f"notification URL {problem}", hint="give an http(s):// URL, or leave it empty")
     opts = core.InitOptions(
         user=user, hostname=hostname, host=args.host or (conn.host if conn else None), port=args.port or
         (conn.port if conn else None), identity_file=identity, account=args.account,
         hf_cache=args.hf_cache, email=args.email, notifications=not args.no_notifications,
+        notify_url=notify_url or None,
         scratch=args.scratch)
     config = core.write_config(opts)  # early save: a failed connection can resume from here
     report: dict[str, object] = {"config": str(config_path()), "user": user, "host": opts.host or hostname}

@@ -37,6 +37,7 @@ class InitOptions:
     hf_cache: str | None = None
     email: str | None = None
     notifications: bool = True
+    notify_url: str | None = None  # webhook for HMAC-signed job notifications (optional)
     scratch: str | None = None
     gpu_type: str = "any"
     time: str = "2:59:00"
@@ -106,11 +107,13 @@ def write_config(opts: InitOptions, *, path: Path | None = None) -> Config:
     p = path or config_path()
     email = opts.email or (f"{opts.user}@virginia.edu" if opts.notifications else None)
     if not p.exists():
-        return write_default_config(
+        config = write_default_config(
             opts.user, host=opts.host or opts.hostname, hostname=opts.hostname, port=opts.port,
             identity_file=opts.identity_file, account=opts.account, gpu_type=opts.gpu_type,
             time=opts.time, scratch=opts.scratch, notifications=opts.notifications,
             email=email, token=generate_token(), hf_cache=opts.hf_cache, path=p)
+        if not opts.notify_url:
+            return config
     doc = ConfigDocument.load(p)
     values = {
         "connection.host": opts.host or opts.hostname, "connection.user": opts.user,
@@ -118,6 +121,7 @@ def write_config(opts: InitOptions, *, path: Path | None = None) -> Config:
         "connection.identity_file": opts.identity_file, "defaults.account": opts.account,
         "paths.scratch": opts.scratch,
         "notifications.enabled": opts.notifications, "notifications.email": email,
+        "notifications.url": opts.notify_url,
         "shared.hf_cache": opts.hf_cache,
     }
     for key, value in values.items():
