@@ -10,6 +10,10 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rv_tui.cluster.base import Cluster
 
 
 def ensure_private_dir(path: str | os.PathLike[str]) -> Path:
@@ -69,3 +73,29 @@ def atomic_write(path: str | os.PathLike[str], data: str | bytes, mode: int = 0o
         pass
     finally:
         os.close(dfd)
+
+
+async def download_to(cluster: "Cluster", remote_path: str, path: str | os.PathLike[str],
+                      mode: int = 0o600) -> int:
+    """Download a remote file to ``path`` the :func:`atomic_write` way, streamed to disk.
+
+    ``Cluster.download_file`` writes block by block into a private temp file next to the target
+    (never the whole file in memory), which gets ``mode`` and then replaces the target; a failure
+    leaves the old target (or nothing).  Returns the number of bytes.
+    """
+    target = Path(path)
+    ensure_private_dir(target.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    os.close(fd)
+    try:
+        os.chmod(tmp_name, mode)
+        size = await cluster.download_file(remote_path, tmp_name)
+        os.chmod(tmp_name, mode)  # the transfer may have recreated it with the remote's mode
+        os.replace(tmp_name, target)
+    except BaseException:
+        try:
+            os.unlink(tmp_name)
+        except FileNotFoundError:
+            pass
+        raise
+    return size

@@ -149,6 +149,11 @@ class ScriptedCluster:
             raise FileNotFoundError(path)
         return "".join(x + "\n" for x in self.files[path]).encode()
 
+    async def tail_file(self, path: str, lines: int, *, max_bytes: int = 8 << 20) -> bytes:
+        if path not in self.files:
+            raise FileNotFoundError(path)
+        return "".join(x + "\n" for x in self.files[path][-lines:]).encode()
+
     async def stream_files(self, paths: Sequence[str], *, from_start: bool = True) -> AsyncIterator[FileLine]:
         try:
             while True:

@@ -67,10 +67,18 @@ async def _list(args: argparse.Namespace) -> int:
 
 
 async def _rm(args: argparse.Namespace) -> int:
+    validate_key(args.key)
     async with cluster_from_args(args) as cluster:
-        removed = await EnvStore(cluster).remove(args.key)
-    _emit(args, {"removed": args.key, "existed": removed},
-          f"removed {args.key}" if removed else f"{args.key} was not set")
+        store = EnvStore(cluster)
+        removed = await store.remove(args.key)
+        kept = await store.hand_written(args.key)
+    text = f"removed {args.key}" if removed else f"{args.key} was not set by rv env"
+    if kept:
+        where = ", ".join(str(e.line) for e in kept)
+        text += (f"\nnote: {args.key} is also assigned by a line rv did not write "
+                 f"({store.path} line {where}); it was left as written")
+    _emit(args, {"removed": args.key, "existed": removed,
+                 "hand_written_lines": [e.line for e in kept]}, text)
     return 0
 
 

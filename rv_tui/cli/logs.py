@@ -17,7 +17,7 @@ from typing import TextIO
 
 from rv_tui.cli.common import add_json_flag, cluster_from_args, err
 from rv_tui.errors import RvError
-from rv_tui.fsutil import atomic_write
+from rv_tui.fsutil import download_to
 from rv_tui.logs import (
     JobEnded,
     JobStatus,
@@ -29,6 +29,7 @@ from rv_tui.logs import (
 )
 from rv_tui.logs.follow import job_info, resolve
 from rv_tui.logs.ring import DEFAULT_MAX_LINES
+from rv_tui.remote.errors import RemoteFileNotFound
 
 #: What Slurm accepts as a job id (plain, array ``123_4``, het ``123+1``); checked before connecting.
 _JOB_ID_RE = re.compile(r"^\d+(?:_\d+|_\[[\d,\-]+\])?(?:\+\d+)?$")
@@ -48,7 +49,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tail", type=int, default=None, metavar="N", help="only the last N lines of each file")
     p.add_argument("--raw", action="store_true", help="keep progress-bar redraws (\\r lines) as they are")
     p.add_argument("--pull", nargs="?", const=".", default=None, metavar="DIR",
-                   help="download every log file of the job (all nodes) into DIR (default: .)")
+                   help="download every log file of the job (all nodes) into DIR (default: .); "
+                        "a bare job id after --pull is the job, not a directory (./12345 is one)")
     p.add_argument("--max-lines", type=int, default=DEFAULT_MAX_LINES, metavar="N",
                    help=f"lines held for a finished job's one-shot view (default {DEFAULT_MAX_LINES})")
     add_json_flag(p)
@@ -129,10 +131,31 @@ class Renderer:
         self.out.flush()
 
 
+def resolve_pull_args(job_id: str | None, pull: str | None) -> tuple[str | None, str | None]:
+    """(job id, pull directory) whatever the flag order.
+
+    ``--pull`` takes an optional DIR, so argparse reads ``rv logs --pull 12345`` as DIR=12345 and
+    ``rv logs --pull 12345 out`` as DIR=12345, job=out.  A value shaped like a job id is always the
+    job (write ``./12345`` for a directory of that name); the other word is then the directory.
+    """
+    if pull is None or not _JOB_ID_RE.match(pull):
+        return job_id, pull
+    if job_id is None:
+        return pull, "."
+    if _JOB_ID_RE.match(job_id):
+        raise RvError(f"two job ids given ({job_id} and {pull})",
+                      hint=f"rv logs {job_id} --pull DIR; for a directory named {pull} write ./{pull}")
+    return pull, job_id
+
+
 async def main(args: argparse.Namespace) -> int:
     if args.max_lines < 1:
         err("rv: --max-lines must be at least 1")
         return 2
+    if args.tail is not None and args.tail < 0:
+        err("rv: --tail must be 0 or more")
+        return 2
+    args.job_id, args.pull = resolve_pull_args(args.job_id, args.pull)
     if args.job_id is not None and not _JOB_ID_RE.match(args.job_id):
         raise RvError(f"{args.job_id!r} is not a Slurm job id",
                       hint="give a job id like 1234567 (see `rv ps`), or none for your latest job")
@@ -152,8 +175,10 @@ async def _show(cluster, job_id: str, args: argparse.Namespace) -> int:  # type:
     r = Renderer(sys.stdout, multi_node=logs.multi_node, both_streams=len(streams) == 2,
                  raw=args.raw, as_json=args.json, tty=sys.stdout.isatty())
     ring = LogRing(args.max_lines) if finished else None
+    # a finished job shows at most --max-lines: only that tail of each file is read (on the cluster)
+    last = args.tail if args.tail is not None else (args.max_lines if finished else None)
     ended: JobEnded | None = None
-    async for ev in follow(cluster, job_id, node=args.node, streams=streams, last=args.tail,  # type: ignore[arg-type]
+    async for ev in follow(cluster, job_id, node=args.node, streams=streams, last=last,  # type: ignore[arg-type]
                            known=(info, logs)):
         if isinstance(ev, LogLine):
             if ring is not None:
@@ -170,8 +195,8 @@ async def _show(cluster, job_id: str, args: argparse.Namespace) -> int:  # type:
         elif isinstance(ev, JobEnded):
             ended = ev
     if ring is not None:
-        if ring.dropped and not args.json:
-            err(f"rv: {ring.dropped} earlier lines not shown (use --max-lines, or --pull for the full files)")
+        if (ring.dropped or (args.tail is None and len(ring) >= args.max_lines)) and not args.json:
+            err(f"rv: only the last {len(ring)} lines are shown (use --max-lines, or --pull for the full files)")
         for line in ring:
             r.feed(line)
     r.finish()
@@ -190,15 +215,15 @@ async def _pull(cluster, job_id: str, dest: Path, as_json: bool) -> int:  # type
     info = await job_info(cluster, job_id)
     logs = await resolve(cluster, job_id, info)
     got: list[dict[str, object]] = []
+    dest.mkdir(parents=True, exist_ok=True)
     for src in logs.all:
-        try:
-            data = await cluster.read_file(src.path)
-        except Exception:
-            continue
         target = dest / os.path.basename(src.path)
-        atomic_write(target, data, mode=0o600)
+        try:
+            size = await download_to(cluster, src.path, target)
+        except RemoteFileNotFound:
+            continue
         got.append({"path": str(target), "remote": src.path, "node": src.node,
-                    "stream": src.stream, "bytes": len(data)})
+                    "stream": src.stream, "bytes": size})
     if as_json:
         print(json.dumps({"job_id": job_id, "files": got}))
     else:

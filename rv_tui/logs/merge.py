@@ -63,14 +63,19 @@ async def read_sources(cluster: Cluster, sources: Sequence[LogSource], *, last: 
                        sequencer: Sequencer | None = None) -> tuple[list[LogLine], list[str]]:
     """One-shot read of finished files, in file order; (lines, paths that could not be read).
 
-    With ``last``, only each file's last ``last`` lines are kept (like ``tail -n``).
+    With ``last``, only each file's last ``last`` lines are read, on the cluster
+    (``Cluster.tail_file``: ``tail -n`` on the login node), so a multi-GB log never crosses the
+    network or sits in memory; without it the whole file is read.
     """
     seqr = sequencer or Sequencer(sources)
     out: list[LogLine] = []
     missing: list[str] = []
     for src in sources:
         try:
-            data = await cluster.read_file(src.path)
+            if last is not None and last <= 0:
+                continue
+            data = (await cluster.tail_file(src.path, last) if last is not None
+                    else await cluster.read_file(src.path))
         except Exception:  # not written (yet), removed, or unreadable: say so, keep going
             missing.append(src.path)
             continue
