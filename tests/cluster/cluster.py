@@ -817,6 +817,33 @@ def pids_in_namespaces(ns: set[str]) -> list[int]:
     return out
 
 
+_DAEMONS_BY_ENV = {"slurmctld", "slurmd", "slurmdbd"}
+_DAEMONS_BY_ARGV = {"munged", "mariadbd", "sshd"}
+
+
+def stray_daemons() -> set[int]:
+    """This cluster's daemons that lost their pid file (a crashed start, two starts at once, an
+    older copy of this script): Slurm daemons whose environment has our SLURM_CONF, and
+    munged/mariadbd/sshd whose command line names our state dir.  Nothing else is touched."""
+    out: set[int] = set()
+    conf = f"SLURM_CONF={P.conf}".encode()
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit() or int(d.name) == os.getpid():
+            continue
+        try:
+            comm = (d / "comm").read_text().strip()
+            if comm in _DAEMONS_BY_ENV:
+                if conf in (d / "environ").read_bytes().split(b"\0"):
+                    out.add(int(d.name))
+            elif comm in _DAEMONS_BY_ARGV:
+                argv = (d / "cmdline").read_bytes().split(b"\0")
+                if any(str(STATE).encode() in a for a in argv):
+                    out.add(int(d.name))
+        except OSError:
+            continue
+    return out
+
+
 def stop() -> None:
     t0 = time.monotonic()
     # Everything a slurmd started (slurmstepd, job processes) lives in that node's UTS namespace.
@@ -828,7 +855,9 @@ def stop() -> None:
         pid = pid_alive(pf, needle)
         if pid:
             daemons.append(pid)
-    victims = set(daemons) | set(pids_in_namespaces(ns))
+    accounting = {pid for pf, needle in ((P.dbd_pid, "slurmdbd"), (P.mysql_pid, "mariadbd"))
+                  if (pid := pid_alive(pf, needle))}
+    victims = (set(daemons) | set(pids_in_namespaces(ns)) | stray_daemons()) - accounting
     for pid in victims:
         try:
             os.kill(pid, signal.SIGTERM)
@@ -881,6 +910,12 @@ def start() -> dict:
     if changed and (pid_alive(P.ctld_pid, "slurmctld") or any(
             pid_alive(slurmd_pid_file(n), "slurmd") for n in all_nodes())):
         log("slurm.conf changed: restarting the cluster")
+        stop()
+    elif cold() and stray_daemons() - {
+            pid for pf, needle in ((P.dbd_pid, "slurmdbd"), (P.mysql_pid, "mariadbd"),
+                                   (P.munge_pid, "munged"), (P.sshd_pid, "sshd"))
+            if (pid := pid_alive(pf, needle))}:
+        log("daemons of this cluster without pid files: stopping them first")
         stop()
     ensure_hosts()
     ensure_etc_slurm_links()
