@@ -284,7 +284,7 @@ def test_jobs_receive_exactly_the_typed_commands(capsys, tmp_path, rv_home, own_
         (root, ["python3 a.py && python3 b.py 'x y' > out.txt; cat out.txt"], ["A ran", "B ran ['x y']"]),
         (root, ["for i in 1 2 3; do echo \"n=$i\"; done | tr n N"], ["N=1", "N=2", "N=3"]),
         (root, ["echo \"$0\" '$HOME' \"héllo ☃\"; cat <<'EOF'\nlit $X `id`\nEOF"],
-         ["bash", "$HOME héllo ☃", "lit $X `id`"]),
+         ["bash $HOME héllo ☃", "lit $X `id`"]),
         (root, ["python3", "-c", "import sys; print('ARGV', sys.argv[1:])", "a b", "$(id)", "", "it's", "&&"],
          ["ARGV ['a b', '$(id)', '', \"it's\", '&&']"]),
         (root / "sub", ["python3 c.py && ls ../a.py"], ["C in sub", "../a.py"]),

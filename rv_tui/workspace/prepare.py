@@ -181,6 +181,10 @@ async def prepare_workspace(cluster: Cluster, local_dir: str | Path, command: st
             plan.python = plan.venv_result.python
             if plan.python is not None:
                 say(f"venv python: {plan.python.describe()}")
+            old = plan.venv_result.recreated
+            if old:
+                say("venv re-created (" + ("its python no longer ran" if old == "broken" else
+                    f"it had Python {old}, the cluster's is {plan.python.version if plan.python else '?'}") + ")")
             if plan.venv_result.deferred:
                 say("deferred to the compute node: " + mask_secrets(", ".join(plan.venv_result.deferred)))
         await snapshots.prune_snapshots(cluster, snaps_dir)
