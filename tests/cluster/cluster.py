@@ -895,6 +895,13 @@ def start() -> dict:
     t0 = time.monotonic()
     if os.geteuid() != 0:
         raise SystemExit("tests/cluster/cluster.py start must run as root")
+    # a fault test restarting slurmctld (tests/cluster/faults.py) holds this lock during its
+    # outage: wait for it, or we would start a state-clearing `slurmctld -c` in its window
+    import fcntl
+
+    STATE.mkdir(parents=True, exist_ok=True)
+    _fault_lock = open(STATE / "faults.lock", "a")
+    fcntl.flock(_fault_lock, fcntl.LOCK_EX)
     tools = ("slurmctld", "slurmd", "munged", "sshd", "sinfo", "unshare") + (
         ("slurmdbd", "mariadbd", "mariadb-install-db", "sacctmgr") if ACCOUNTING else ())
     for tool in tools:
