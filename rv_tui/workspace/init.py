@@ -15,9 +15,8 @@ from pathlib import Path
 from rv_tui.cluster.base import Cluster
 from rv_tui.config import Config, ConfigDocument, config_path, generate_token, write_default_config
 from rv_tui.errors import RvError
-from rv_tui.quoting import q
 from rv_tui.slurm.site import allocation_accounts as parse_allocations  # names only; one parser
-from rv_tui.workspace.caches import CacheLink, ensure_remote_setup
+from rv_tui.workspace.caches import CacheLink, ensure_remote_setup, shared_setup_script
 
 COMPUTING_ID_RE = re.compile(r"^[a-z]{2,3}\d[a-z]{2,3}$")
 DEFAULT_HOSTNAME = "login.hpc.virginia.edu"
@@ -133,10 +132,18 @@ def write_config(opts: InitOptions, *, path: Path | None = None) -> Config:
 
 
 async def prepare_shared_hf(cluster: Cluster, path: str) -> None:
-    """Create a group-writable shared HuggingFace cache (setgid so the group keeps ownership)."""
-    res = await cluster.exec(f"mkdir -p {q(path)} && chmod g+rwxs {q(path)}")
-    if not res.ok:
-        raise RvError(f"cannot create the shared cache {path}: {res.stderr.strip()}")
+    """Create the shared HuggingFace cache if missing (2775, setgid so the group keeps ownership).
+
+    An existing directory is the group's: its mode is never changed (a chmod would fail for a
+    directory a colleague created, and would undo the group's own choice); it only has to be
+    writable by us.
+    """
+    res = await cluster.exec(shared_setup_script(path))
+    line = next((ln for ln in res.stdout.splitlines() if ln.startswith("RVSHARED ")), "")
+    if line != "RVSHARED ok":
+        why = line.removeprefix("RVSHARED failed ").strip() or res.stderr.strip()[-300:]
+        raise RvError(f"cannot use the shared cache {path}: {why}",
+                      hint="ask the group's storage owner, or unset shared.hf_cache")
 
 
 async def remote_setup(cluster: Cluster, config: Config) -> list[CacheLink]:
