@@ -186,7 +186,7 @@ async def test_shared_hf_cache_gets_models_only_and_keeps_its_mode(ssh: SshClust
     assert os.readlink(shared / "hub" / "models--org--m" / "snapshots" / "r1" / "model.bin") == "../../blobs/abc"
     assert blob.stat().st_mode & 0o040, oct(blob.stat().st_mode)
     assert (shared / "hub" / "models--other--kept" / "w").read_text() == "a colleague's model"
-    assert by_name["huggingface-shared"].action == "shared", links
+    assert by_name[caches.SHARED].action == "shared", links
 
     # ~/.cache/huggingface -> the PRIVATE scratch cache, which holds the token (0600)
     private = scratch / ".cache" / "huggingface"
@@ -203,7 +203,8 @@ async def test_shared_hf_cache_gets_models_only_and_keeps_its_mode(ssh: SshClust
     chown_tree(shared)
     again = await remote_setup(cluster, config)
     assert {c.name: c.action for c in again}["huggingface"] == "ok"
-    assert any(c.action == "warning" and str(shared / "token") in c.detail for c in again), again
+    assert any(c.name == caches.SHARED_TOKEN and c.action == "warning" and str(shared / "token") in c.detail
+               for c in again), again
     assert stat.S_IMODE(shared.stat().st_mode) == 0o2775
 
 

@@ -17,6 +17,7 @@ from rv_tui.cli.common import add_json_flag, err, print_json
 from rv_tui.cluster import open_cluster
 from rv_tui.config import config_path, load_config
 from rv_tui.errors import RvError
+from rv_tui.paths import CACHE_DIRS
 from rv_tui.workspace import init as core
 
 
@@ -134,5 +135,6 @@ async def main(args: argparse.Namespace) -> int:
     else:
         print(f"wrote {config_path()} (account: {opts.account or 'none'})")
         for c in links:
-            print(f"  ~/.cache/{c.name} -> {c.target}: {c.action}{' ' + c.detail if c.detail else ''}")
+            where = f"~/.cache/{c.name} ->" if c.name in CACHE_DIRS else f"{c.name}:"
+            print(f"  {where} {c.target}: {c.action}{' ' + c.detail if c.detail else ''}")
     return 1 if any(c.action == "failed" for c in links) else 0

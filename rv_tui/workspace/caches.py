@@ -31,6 +31,10 @@ from rv_tui.errors import RvError
 from rv_tui.paths import CACHE_DIRS, RemotePaths
 from rv_tui.quoting import q
 
+#: CacheLink names of the shared HF cache's results (model copy; a token found in it)
+SHARED = "hf-shared"
+SHARED_TOKEN = "hf-shared-token"
+
 #: where ~/.cache is on the login node (a shell expression; tests pass a quoted directory)
 HOME_CACHE = '"$HOME/.cache"'
 
@@ -143,7 +147,7 @@ def share_models_script(private: str, shared: str) -> str:
 p={q(private.rstrip('/') + '/hub')}; s={q(shared)}; hub={q(hub)}
 rvv() {{ ( cd "$1" && shift && {_VERIFY} ) | tr '\n' ' '; }}
 for tok in "$s/token" "$s/stored_tokens"; do
-  [ -e "$tok" ] && [ -O "$tok" ] && echo "RVCACHE warning $tok is your Hugging Face token in the shared cache: move it to {private}/ and run: hf auth login"
+  [ -e "$tok" ] && [ -O "$tok" ] && echo "RVCACHE-TOKEN warning $tok is your Hugging Face token in the shared cache: move it to {private}/ and run: hf auth login"
 done
 n=0; bad=""
 if [ -d "$p" ]; then
@@ -181,15 +185,15 @@ async def ensure_remote_setup(cluster: Cluster, *, hf_cache: str | None = None, 
     for name, target in targets.items():
         parts.append(f"( {link_script(name, target, home_cache=home_cache)} ) | sed 's/^RVCACHE /RVCACHE {name} /'")
     if hf_cache:
-        parts.append(f"( {shared_setup_script(hf_cache)} ) | sed 's/^RVSHARED failed /RVCACHE huggingface-shared failed /'")
+        parts.append(f"( {shared_setup_script(hf_cache)} ) | sed 's/^RVSHARED failed /RVCACHE {SHARED} failed /'")
         parts.append(f"( {share_models_script(targets['huggingface'], hf_cache)} ) | "
-                     "sed 's/^RVCACHE /RVCACHE huggingface-shared /'")
+                     f"sed 's/^RVCACHE /RVCACHE {SHARED} /; s/^RVCACHE-TOKEN /RVCACHE {SHARED_TOKEN} /'")
     res = await cluster.exec("\n".join(parts), timeout=1800)
     out: list[CacheLink] = []
     for line in res.stdout.splitlines():
         if line.startswith("RVCACHE "):
             _, name, action, *rest = line.split(" ", 3) + [""]
-            target = shared_hub_dir(hf_cache) if (hf_cache and name == "huggingface-shared") else targets.get(name, "")
+            target = shared_hub_dir(hf_cache) if (hf_cache and name in (SHARED, SHARED_TOKEN)) else targets.get(name, "")
             out.append(CacheLink(name, target, action, (rest[0] if rest else "").strip()))
     if not res.ok and not out:
         raise RvError(f"remote setup failed: {res.stderr.strip()[-300:]}")
