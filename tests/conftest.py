@@ -62,7 +62,8 @@ def _in_ci() -> bool:
 
 
 def _cluster_running() -> bool:
-    r = subprocess.run([sys.executable, str(CLUSTER_DIR / "cluster.py"), "status"],
+    """Any daemon of the cluster up (a fault test may have one down on purpose right now)."""
+    r = subprocess.run([sys.executable, str(CLUSTER_DIR / "cluster.py"), "any"],
                        capture_output=True, text=True)
     return r.returncode == 0
 
@@ -94,8 +95,16 @@ def slurm_cluster() -> Iterator[ClusterInfo]:
     except (OSError, ValueError, KeyError, TypeError) as e:
         fail(f"bad {STATE_DIR / 'cluster.json'}: {e}\n{r.stdout}\n{r.stderr}")
         raise
+    # Sessions using the shared cluster register here: the one that started it stops it only
+    # when no other session is still running (else their tests lose the cluster mid-run).
+    sessions = STATE_DIR / "sessions"
+    sessions.mkdir(exist_ok=True)
+    mine = sessions / str(os.getpid())
+    mine.touch()
     yield info
-    if not was_running and os.environ.get("RV_KEEP_CLUSTER") != "1":
+    mine.unlink(missing_ok=True)
+    others = [p for p in sessions.iterdir() if p.name.isdigit() and Path(f"/proc/{p.name}").exists()]
+    if not was_running and not others and os.environ.get("RV_KEEP_CLUSTER") != "1":
         subprocess.run([sys.executable, str(CLUSTER_DIR / "cluster.py"), "stop"],
                        capture_output=True, text=True)
 

@@ -975,6 +975,9 @@ def main(argv: list[str]) -> int:
         return 0
     if cmd == "status":
         return status()
+    if cmd == "any":  # exit 0 when any daemon of this cluster runs (partly up counts as up)
+        return 0 if not cold() or pid_alive(P.munge_pid, "munged") or pid_alive(
+            P.sshd_pid, "sshd") else 1
     if cmd == "info":
         print(P.info.read_text())
         return 0
