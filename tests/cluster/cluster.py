@@ -955,8 +955,25 @@ def status() -> int:
     return 0 if ok else 1
 
 
+def lock() -> None:
+    """Serialize start/stop/restart across processes (sessions start and stop the shared
+    cluster concurrently; a stop in the middle of a start left slurmctld without munged).
+    Held until this process exits."""
+    import fcntl
+
+    STATE.mkdir(parents=True, exist_ok=True)
+    global _LOCK_FD
+    _LOCK_FD = os.open(STATE / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(_LOCK_FD, fcntl.LOCK_EX)
+
+
+_LOCK_FD: int | None = None
+
+
 def main(argv: list[str]) -> int:
     cmd = argv[1] if len(argv) > 1 else "start"
+    if cmd in ("start", "stop", "restart"):
+        lock()
     if cmd == "start":
         try:
             info = start()
