@@ -296,3 +296,26 @@ def test_jobs_receive_exactly_the_typed_commands(capsys, tmp_path, rv_home, own_
         lines = [ln for ln in out.splitlines() if not ln.startswith("[rv]")]
         for w in want:
             assert w in lines, (argv, out)
+
+
+def test_outside_the_project_is_an_error_not_a_rewrite(tmp_path: Path) -> None:
+    """``rv run python proj/a.py`` from outside ``proj``: the path would not exist where the job
+    runs, and rv does not rewrite it, so it says what to do instead."""
+    from rv_tui.errors import RvError
+
+    make_project(tmp_path / "proj")
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    with pytest.raises(RvError) as exc:
+        plan_command(outside, "python ../proj/a.py")
+    assert "cd " in (exc.value.hint or "")
+    plan = plan_command(outside, "echo hi")  # no project script: runs in $HOME, as typed
+    assert plan.project is None and plan.command == "echo hi" and not plan.manage_deps
+
+
+def test_preflight_reads_the_script_of_a_shell_string(tmp_path: Path) -> None:
+    from rv_tui.jobs.preflight import entry_script
+
+    root = make_project(tmp_path / "proj")
+    assert entry_script(root, "python a.py;echo done") == root / "a.py"
+    assert entry_script(root / "src", "cd .. && python3 train.py > log") == root / "src" / "train.py"

@@ -15,7 +15,6 @@ Only the local file is read (no cluster); a command without a local ``.py`` entr
 from __future__ import annotations
 
 import re
-import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -84,12 +83,11 @@ def inference_only_markers(source: str, command: str = "") -> tuple[str, ...]:
 
 
 def entry_script(cwd: str | Path, command: str) -> Path | None:
-    """The first argument of ``command`` that is an existing local ``.py`` file (the workspace's
-    entry-file rule, restricted to Python)."""
-    try:
-        argv = shlex.split(command)
-    except ValueError:
-        return None
+    """The first word of ``command`` that is an existing local ``.py`` file (the workspace's
+    project-script rule, restricted to Python; shell operators split off, nothing rewritten)."""
+    from rv_tui.jobs.command import command_words
+
+    argv = command_words(command)
     base = Path(cwd)
     for word in argv:
         if word.startswith("-"):
