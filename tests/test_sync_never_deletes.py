@@ -211,3 +211,38 @@ async def test_watch_arms_before_first_push(cluster: Cluster, rv_home: Path, tmp
         except asyncio.CancelledError:
             pass
         await cluster.exec(f"rm -rf {q(code.rsplit('/', 2)[0])}")
+
+
+@pytest.mark.cluster
+async def test_push_into_a_full_scratch_fails_cleanly_then_recovers(cluster: Cluster, tmp_path: Path,
+                                                                     slurm_cluster) -> None:
+    """A push that cannot be applied leaves no partial upload and forgets nothing it synced."""
+    import pwd
+
+    ws = Path(slurm_cluster.scratch) / "rv-workspaces" / f"full-{secrets.token_hex(4)}"
+    ws.mkdir(parents=True)
+    pw = pwd.getpwnam(slurm_cluster.user)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size=256k,mode=0700,uid={pw.pw_uid},gid={pw.pw_gid}",
+                    "tmpfs", str(ws)], check=True)
+    code = f"{ws}/main/code"
+    try:
+        root = tmp_path / "p"
+        make_repo(root, {"train.py": "x\n", "old.py": "o\n"})
+        await sync.push(cluster, root, code)
+        (root / "old.py").unlink()
+        (root / "big.dat").write_bytes(os.urandom(400 * 1024))
+        with pytest.raises(sync.SyncError) as info:
+            await sync.push(cluster, root, code)
+        assert str(ws) in info.value.message
+        leftovers = [p.name for p in (ws / "main").iterdir() if p.name.startswith(".rv-staging")]
+        assert leftovers == []
+        # room again: the push completes, and old.py (synced by the first push) is deleted
+        subprocess.run(["mount", "-o", "remount,size=4m", str(ws)], check=True)
+        result = await sync.push(cluster, root, code)
+        assert result.plan.delete == ["old.py"]
+        assert await remote_entries(cluster, code) == local_entries(root)
+    finally:
+        subprocess.run(["umount", str(ws)], check=False)
+        if os.path.ismount(ws):
+            subprocess.run(["umount", "-l", str(ws)], check=False)
+        shutil.rmtree(ws, ignore_errors=True)

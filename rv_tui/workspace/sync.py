@@ -472,14 +472,22 @@ async def execute_plan(cluster: Cluster, plan: SyncPlan, *, progress: Progress |
     chunks = _tar_chunks(plan)
     total = sum(len(c) for c in chunks)
     sent = 0
-    tars = []
-    for i, data in enumerate(chunks):
-        path = f"{stage}.{i}.tar"
-        await cluster.write_file(path, data, mode=0o600)
-        tars.append(path)
-        sent += len(data)
-        if progress:
-            progress(sent, total)
+    tars: list[str] = []
+    try:
+        for i, data in enumerate(chunks):
+            path = f"{stage}.{i}.tar"
+            tars.append(path)
+            await cluster.write_file(path, data, mode=0o600)
+            sent += len(data)
+            if progress:
+                progress(sent, total)
+    except Exception as exc:  # a full scratch, a lost connection: leave no partial tars behind
+        try:
+            await cluster.exec("rm -f " + " ".join(q(t) for t in tars))
+        except Exception:
+            pass
+        raise SyncError(f"uploading the changes to {workspace} failed: {exc}",
+                        hint="check free space/quota on scratch (rv exec df -h ~)") from exc
     res = await cluster.exec(apply_command(workspace, plan.code_dir, stage, tars,
                                            prune_dirs=bool(plan.delete)), timeout=600)
     if not res.ok:
