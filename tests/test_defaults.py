@@ -114,3 +114,15 @@ def test_paths_home_is_dropped_but_the_seeds_example_still_loads(tmp_path) -> No
     assert "home" not in doc.save().paths.__dict__
     fresh = write_default_config("abc1de", path=tmp_path / "new.toml")
     assert "home =" not in (tmp_path / "new.toml").read_text() and fresh.scratch == "/scratch/abc1de"
+
+
+def test_tui_launch_form_takes_account_and_partition_from_the_config() -> None:
+    from rv_tui.config import parse_config_text
+    from rv_tui.tui.panes.launch import form_request
+
+    config = parse_config_text(SEEDS_EXAMPLE)
+    req = form_request({"gpus": "2", "gpu_type": "a6000", "time": "1h"}, config)
+    assert (req.account, req.partition, req.gpu_type, req.time_s) == ("mygroup", "gpu-a6000", "a6000", 3600)
+    req = form_request({"gpus": "1", "gpu_type": "v100", "time": "1h"}, config)
+    assert (req.account, req.partition) == ("mygroup", None)  # gpu-a6000 does not serve v100
+    assert form_request({"gpus": "1"}).account is None  # no config: nothing invented

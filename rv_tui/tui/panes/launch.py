@@ -31,8 +31,10 @@ from rv_tui.tui.widgets.dialogs import ConfirmScreen, TextScreen
 from rv_tui.tui.words import plural
 
 
-def form_request(values: dict[str, Any]) -> Request:
-    """Turn form values into a Request; raises RvError naming the bad field."""
+def form_request(values: dict[str, Any], config: Any = None) -> Request:
+    """Turn form values into a Request; raises RvError naming the bad field.  The form has no
+    account/partition fields: the config's ``defaults.account`` and ``defaults.partition`` fill
+    them (the partition only when it serves the chosen type), as for ``rv run``."""
     try:
         gpus = int(str(values.get("gpus") or "1").strip())
         if gpus < 1:
@@ -53,8 +55,15 @@ def form_request(values: dict[str, Any]) -> Request:
         raise RvError(f"memory: {mem!r} is not a Slurm size", hint="e.g. 64G, 200G, 4000M")
     command = str(values.get("command") or "").strip() or None
     name = str(values.get("name") or "").strip() or None
+    defaults = getattr(config, "defaults", None)
+    partition = getattr(defaults, "partition", None) or None
+    if partition and gpu_type:
+        from rv_tui.allocator.plan import _partition_serves
+
+        partition = partition if _partition_serves(partition, gpu_type) else None
     return Request(gpus=gpus, gpu_type=gpu_type, time_s=time_s, mem=mem,
-                   single_node=bool(values.get("single_node")), command=command, name=name)
+                   single_node=bool(values.get("single_node")), command=command, name=name,
+                   account=getattr(defaults, "account", None), partition=partition)
 
 
 def workspace_summary(launch: Any) -> Text:
@@ -200,7 +209,7 @@ class LaunchPane(KeyGuard, Vertical):
         if self.plan is None or self.request is None:
             return True
         try:
-            return form_request(self.values()) != self.request
+            return form_request(self.values(), self.app.load_config()) != self.request
         except RvError:
             return True
 
@@ -234,7 +243,7 @@ class LaunchPane(KeyGuard, Vertical):
     # ------------------------------------------------------------------ planning
     def _parse_form(self) -> Request | None:
         try:
-            return form_request(self.values())
+            return form_request(self.values(), self.app.load_config())
         except RvError as exc:
             text = exc.message + (f" — {exc.hint}" if exc.hint else "")
             self._status(Text(f"✗ {text}", style="bold red"))
