@@ -246,3 +246,21 @@ async def test_push_into_a_full_scratch_fails_cleanly_then_recovers(cluster: Clu
         if os.path.ismount(ws):
             subprocess.run(["umount", "-l", str(ws)], check=False)
         shutil.rmtree(ws, ignore_errors=True)
+
+
+@pytest.mark.cluster
+async def test_local_file_where_a_job_made_a_folder_is_a_reported_conflict(cluster: Cluster, code: str,
+                                                                           tmp_path: Path) -> None:
+    root = tmp_path / "p"
+    make_repo(root, {"train.py": "x\n"})
+    await sync.push(cluster, root, code)
+    assert (await cluster.exec(f"mkdir -p {q(code + '/out')} && printf r > {q(code + '/out/r.txt')}")).ok
+    (root / "out").write_text("a local file named like the job's folder\n")
+    (root / "train.py").write_text("y\n")
+    plan = (await sync.push(cluster, root, code)).plan  # does not fail, does not delete out/r.txt
+    assert plan.conflicts == ["out"] and "conflict" not in plan.summary() and "not sent" in plan.summary()
+    got = await remote_entries(cluster, code)
+    assert "out/r.txt" in got and got["train.py"] == local_entries(root)["train.py"]
+    (root / "out").unlink()
+    again = (await sync.push(cluster, root, code)).plan
+    assert again.conflicts == [] and again.delete == [] and "out/r.txt" in await remote_entries(cluster, code)

@@ -74,6 +74,8 @@ def _print_plan(result: sync.SyncResult, verbose: bool) -> None:
             print(f"  + {f.rel}")
         for rel in plan.delete:
             print(f"  - {rel}")
+    for rel in plan.conflicts:  # always said: these files did not travel
+        err(f"rv: not sent: {rel!r} (its remote place holds files rv did not sync; move them or rename)")
     verb = "would sync" if result.dry_run else "synced"
     print(f"{verb} {plan.root} -> {plan.code_dir}: {plan.summary()}"
           + ("" if result.dry_run else f" in {result.seconds:.1f}s"))
