@@ -276,7 +276,18 @@ class Race:
 
     async def _race(self) -> AsyncIterator[RaceEvent]:
         await self._prepare_dirs()
-        results = await self.cluster.submit([e.submission for e in self.entries])
+        try:
+            results = await self.cluster.submit([e.submission for e in self.entries])
+        except Exception as exc:  # the connection dropped mid-batch: never re-send sbatch
+            from rv_tui.jobs.store import recover_submission
+
+            found = await recover_submission(self.cluster, self.group_id, [e.submission for e in self.entries])
+            if found is None:
+                raise
+            results = found
+            self.result.errors.append(
+                f"the connection dropped during submission ({exc}); kept the {sum(r.ok for r in found)} "
+                "job(s) of this group found on the cluster, submitted nothing twice")
         jobs: list[GroupJob] = []
         for entry, res in zip(self.entries, results):
             jobs.append(GroupJob.from_parts(entry.submission, res.job_id, entry.strategy, res.error))

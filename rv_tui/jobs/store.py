@@ -28,7 +28,7 @@ from rv_tui.quoting import join, q
 
 if TYPE_CHECKING:
     from rv_tui.allocator.model import Strategy
-    from rv_tui.cluster.base import Cluster, JobInfo, JobSubmission
+    from rv_tui.cluster.base import Cluster, JobInfo, JobSubmission, SubmitResult
 
 #: Local records older than this are dropped when the store is written.
 MAX_AGE_S = 30 * 86400
@@ -331,9 +331,83 @@ def merge_records(local: Iterable[GroupRecord], remote: Iterable[GroupRecord]) -
     return sorted(by_id.values(), key=lambda r: r.created_at, reverse=True)
 
 
+# ----------------------------------------------------------------------------- lost submissions
+
+#: Why a strategy has no job after a submission the connection dropped in the middle of.
+LOST_SUBMISSION = ("the SSH connection dropped while this strategy was being submitted and no job "
+                   "of it was found afterwards; not resubmitted")
+
+
+async def recover_submission(cluster: "Cluster", group_id: str, submissions: Sequence["JobSubmission"], *,
+                             settle: float = 2.0, timeout: float = 60.0) -> "list[SubmitResult] | None":
+    """What a group's sbatch batch really submitted, when the connection dropped during it.
+
+    Why: sbatch is not idempotent, so the batch is never re-sent; instead, once the connection
+    is back, the group's jobs are found by the ``rvgroup:<id>`` comment every sibling carries and
+    matched to their submissions (same partition, nodes, GPUs and time limit; else in submission
+    order, which is job id order).  The others get :data:`LOST_SUBMISSION`.  None when no job of
+    the group exists (then nothing was submitted and the caller may say so)."""
+    import asyncio
+
+    from rv_tui.cluster.base import SubmitResult
+
+    await asyncio.sleep(settle)  # an sbatch still in flight when the channel closed lands first
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            infos = await cluster.jobs()
+            break
+        except Exception:  # noqa: BLE001 - reconnecting: ask again until the deadline
+            if time.monotonic() >= deadline:
+                raise
+            await asyncio.sleep(1.0)
+    comment = f"rvgroup:{group_id}"
+
+    def num(jid: str) -> int:
+        head = jid.split("_")[0]
+        return int(head) if head.isdigit() else 0
+
+    mine = sorted((j for j in infos if (j.comment or "").strip() == comment), key=lambda j: num(j.job_id))
+    # a winner that already finished is no longer listed: its claim names it
+    owner = None
+    try:
+        res = await cluster.exec(f"cat {q(RemotePaths(cluster.scratch).group_dir(group_id) + '/claim/owner')}"
+                                 " 2>/dev/null; exit 0", timeout=30)
+        owner = next((t for t in res.stdout.split() if _JOB_ID.fullmatch(t)), None)
+    except Exception:  # noqa: BLE001 - no claim readable: the listing is all we know
+        owner = None
+    if owner is not None and owner not in {j.job_id for j in mine}:
+        from rv_tui.cluster.base import JobInfo
+
+        mine.append(JobInfo(owner, "", cluster.user, "UNKNOWN", "", num_nodes=0))
+    if not mine:
+        return None
+    assigned: dict[int, str] = {}
+
+    def gpus(gres: str) -> int | None:
+        tail = gres.rsplit(":", 1)[-1]
+        return int(tail) if tail.isdigit() else None
+
+    for strict in (True, False):
+        for info in mine:
+            if info.job_id in assigned.values():
+                continue
+            for i, sub in enumerate(submissions):
+                if i in assigned:
+                    continue
+                same = (info.partition == sub.partition and info.num_nodes == sub.nodes
+                        and gpus(info.gres) in (None, sub.gpus_per_node)
+                        and info.time_limit_s in (None, sub.walltime_s))
+                if same or not strict:
+                    assigned[i] = info.job_id
+                    break
+    return [SubmitResult(sub, assigned.get(i), None if i in assigned else LOST_SUBMISSION)
+            for i, sub in enumerate(submissions)]
+
+
 # ----------------------------------------------------------------------------- checkpoint chains
 
-_JOB_ID = re.compile(r"\d+(?:_\d+)?")
+_JOB_ID = re.compile(r"[0-9]+(?:_[0-9]+)?")  # ASCII only, as Slurm and the shell see ids
 
 
 def group_segments_path(scratch: str, group_id: str) -> str:
@@ -395,5 +469,5 @@ __all__ = [
     "GitInfo", "GroupJob", "GroupRecord", "GroupStore", "ensure_group_dir", "fetch_remote_records",
     "git_info", "group_jobs_path", "group_json_path", "group_of", "group_segments_path",
     "merge_records", "new_group_id", "next_segment", "parse_segments", "publish_jobs",
-    "publish_record", "read_segments", "utc_now_iso",
+    "publish_record", "read_segments", "recover_submission", "utc_now_iso",
 ]
