@@ -15,7 +15,17 @@ against the ``original`` baseline.  The winner here starts within a second of su
 the original's interval is still near 1 s: that is its best case (after a real queue wait its
 interval has grown to 5 s, i.e. about 2.5 s on average before it even sees the start).
 
-    python bench/bench_race.py [--trials 3]
+    python bench/bench_race.py [--trials 3]                 # latency (above)
+    python bench/bench_race.py --mode merit [--races 20]    # who wins an idle `rv run -g 4`
+    python bench/bench_race.py --mode busy [--races 5]      # start -> claim with cheap types full
+
+``merit`` and ``busy`` race the real plan of ``rv run -g 4`` (probe, rank, templates, race engine)
+twice per round: ``before`` with the templates and race engine of commit ``c67d24b`` (loaded from
+git), ``after`` with the current ones.  ``merit`` counts how often the rank-1 strategy wins and how
+many losers got an allocation (their ``.out`` exists: slurmstepd creates it when the job starts);
+``busy`` fills the partitions of the two cheapest types (the load jobs it submitted are the only
+ones it cancels) and measures the winner's start (birth time of its ``.out``) to its claim (birth
+time of ``claim/``).
 """
 
 from __future__ import annotations
@@ -169,10 +179,169 @@ async def trial_original(c) -> float:
     return done - t0
 
 
+BEFORE_COMMIT = "c67d24b"
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_before(rel: str, name: str):
+    """A module as it was at BEFORE_COMMIT (its imports resolve against today's tree)."""
+    import importlib.util
+    import subprocess
+    import tempfile
+
+    src = subprocess.run(["git", "-C", ROOT, "show", f"{BEFORE_COMMIT}:{rel}"], check=True,
+                         capture_output=True, text=True).stdout
+    path = os.path.join(tempfile.mkdtemp(prefix="rv-before-"), os.path.basename(rel))
+    with open(path, "w") as f:
+        f.write(src)
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)  # type: ignore[union-attr]
+    return mod
+
+
+async def births(c, paths: list[str]) -> dict[str, float]:
+    """Birth times (float seconds) of the remote paths that exist, in one round trip."""
+    from rv_tui.quoting import join
+
+    res = await c.exec(join(["stat", "-c", "%.W %n", "--", *paths]) + " 2>/dev/null; exit 0")
+    out: dict[str, float] = {}
+    for line in res.stdout.splitlines():
+        t, _, path = line.partition(" ")
+        try:
+            out[path] = float(t)
+        except ValueError:
+            continue
+    return out
+
+
+async def race_once(c, variant: str, before: tuple | None, gpus: int = 4) -> dict:
+    """One `rv run -g N` race through the real plan; what happened."""
+    from rv_tui.allocator.model import Request
+    from rv_tui.allocator.plan import make_plan
+    from rv_tui.jobs.launch import job_context
+    from rv_tui.jobs.templates import build_submission
+
+    marker = f"{c.scratch}/bench-ran-{uuid.uuid4().hex}"
+    cmd = f"echo $SLURM_JOB_ID >> {q(marker)}; sleep 2"
+    req = Request(gpus=gpus, command=cmd, name="rvbench")
+    plan = await make_plan(c, req)
+    gid = new_group_id()
+    ctx = job_context(c, None, req, gid, name="rvbench")  # the same context for both variants
+    if variant == "before":
+        old_templates, old_race = before  # type: ignore[misc]
+        race = old_race.Race(c, [RaceEntry(old_templates.build_submission(ctx, s), s) for s in plan.strategies],
+                             group_id=gid, timeout=180)
+    else:
+        race = Race(c, [RaceEntry(build_submission(ctx, s), s) for s in plan.strategies], group_id=gid,
+                    timeout=180)
+    await race.run()
+    ids = race.job_ids
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        infos = await c.jobs(ids)
+        if len(infos) == len(ids) and all(i.is_terminal for i in infos):
+            break
+        await asyncio.sleep(0.5)
+    await c.cancel(ids)
+    logs = RemotePaths(c.scratch)
+    win = race.result.winner_id
+    outs = {j: logs.log_file("rvbench", j) for j in ids}
+    claim = f"{logs.group_dir(gid)}/claim"
+    b = await births(c, [*outs.values(), claim])
+    try:
+        ran = (await c.read_file(marker)).decode().split()
+    except Exception:
+        ran = []
+    rank_ids = [s.id for s in plan.strategies]
+    wid = race.result.winner.strategy.id if race.result.winner and race.result.winner.strategy else None
+    return {
+        "variant": variant, "winner_rank": rank_ids.index(wid) + 1 if wid in rank_ids else None,
+        "winner": race.result.winner.label if race.result.winner else None,
+        "strategies": len(ids), "runs": len(ran),
+        "losers_allocated": sum(1 for j, p in outs.items() if j != win and p in b),
+        "start_to_claim_s": (b[claim] - b[outs[win]]) if win and claim in b and outs[win] in b else None,
+        "startable": [s.id for s in plan.strategies if s.est_wait_s <= 60],
+    }
+
+
+async def bench_merit(c, races: int) -> None:
+    before = (load_before("rv_tui/jobs/templates.py", "rv_before_templates"),
+              load_before("rv_tui/allocator/race.py", "rv_before_race"))
+    rows: dict[str, list[dict]] = {"before": [], "after": []}
+    for i in range(races):
+        for variant in ("before", "after"):
+            r = await race_once(c, variant, before)
+            rows[variant].append(r)
+            print(json.dumps({"race": i + 1, **r}), file=sys.stderr, flush=True)
+    print(f"{'variant':<8}{'races':>6}{'rank-1 wins':>13}{'losers allocated/race':>23}{'double runs':>13}")
+    for v, xs in rows.items():
+        wins = sum(1 for x in xs if x["winner_rank"] == 1)
+        alloc = statistics.mean(x["losers_allocated"] for x in xs)
+        doubles = sum(1 for x in xs if x["runs"] > 1)
+        print(f"{v:<8}{len(xs):>6}{wins:>9} / {len(xs):<3}{alloc:>19.2f}{doubles:>13}")
+        ranks = [x["winner_rank"] for x in xs]
+        print(f"          winner ranks: {ranks}")
+
+
+async def bench_busy(c, races: int) -> None:
+    from rv_tui.allocator.model import Request
+    from rv_tui.allocator.plan import make_plan
+
+    sys.path.insert(0, os.path.join(ROOT, "tests", "cluster"))
+    from load import ClusterLoad  # type: ignore
+
+    load = ClusterLoad.from_state_dir()
+    before = (load_before("rv_tui/jobs/templates.py", "rv_before_templates"),
+              load_before("rv_tui/allocator/race.py", "rv_before_race"))
+    plan = await make_plan(c, Request(gpus=4, command="true"))
+    cheap: list[str] = []
+    for s in plan.strategies:
+        if s.gpu_type not in cheap:
+            cheap.append(s.gpu_type)
+        if len(cheap) == 2:
+            break
+    mine: list[str] = []
+    try:
+        for t in cheap:
+            spec = GPU_SPECS[t]
+            nodes = len(load.partition_nodes(spec.partition))
+            mine += load.fill(spec.partition, spec.gres(spec.per_node), count=nodes, duration=1800)
+        load.wait_state(mine, timeout=60)
+        rows: dict[str, list[dict]] = {"before": [], "after": []}
+        for i in range(races):
+            for variant in ("before", "after"):
+                r = await race_once(c, variant, before)
+                rows[variant].append(r)
+                print(json.dumps({"race": i + 1, "full": cheap, **r}), file=sys.stderr, flush=True)
+    finally:
+        if mine:
+            load.slurm("scancel", *mine, check=False)
+    print(f"cheapest types full: {', '.join(cheap)}")
+    print(f"{'variant':<8}{'races':>6}{'start->claim median s':>23}{'max s':>8}{'winner ranks':>16}")
+    meds = {}
+    for v, xs in rows.items():
+        ts = [x["start_to_claim_s"] for x in xs if x["start_to_claim_s"] is not None]
+        meds[v] = statistics.median(ts) if ts else float("nan")
+        print(f"{v:<8}{len(xs):>6}{meds[v]:>23.3f}{max(ts, default=float('nan')):>8.3f}   "
+              f"{[x['winner_rank'] for x in xs]}")
+    print(f"added delay (after - before, medians): {meds['after'] - meds['before']:+.3f} s")
+
+
 async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--trials", type=int, default=3)
+    ap.add_argument("--mode", choices=("latency", "merit", "busy"), default="latency")
+    ap.add_argument("--races", type=int, default=20)
     a = ap.parse_args()
+    if a.mode in ("merit", "busy"):
+        c, _ = await open_cluster()
+        try:
+            await (bench_merit(c, a.races) if a.mode == "merit" else bench_busy(c, a.races))
+        finally:
+            await c.close()
+        return
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "cluster"))
     from load import ClusterLoad  # type: ignore
 

@@ -257,12 +257,24 @@ async def test_race_submits_in_rank_order_and_staggers_the_other_instant_starts(
     assert order == [s.id for s in sorted(strategies, key=rank_key)]
     assert order == ["cheap", "cheap-2n", "mid", "dear", "queued"]
     begins = {sub.meta["strategy_id"]: sub.meta.get("begin_delay_s") for sub in rec.submitted}
-    # only the best "starts now" strategy is eligible at once; queued ones need no delay
-    assert begins == {"cheap": None, "cheap-2n": 2, "mid": 2, "dear": 2, "queued": None}
+    # only the best "starts now" strategy is eligible at once
+    assert begins == {"cheap": None, "cheap-2n": 2, "mid": 2, "dear": 2, "queued": 2}
     for sub in rec.submitted:
         has = "#SBATCH --begin=now+2\n" in sub.script
         assert has == (begins[sub.meta["strategy_id"]] is not None)
         assert subprocess.run(["bash", "-n"], input=sub.script, capture_output=True, text=True).returncode == 0
+
+
+async def test_when_nothing_starts_now_the_best_ranked_is_eligible_at_once() -> None:
+    from rv_tui.allocator.race import RaceEntry, merit_order
+
+    ctx = JobContext(name="x", command="true", scratch="/s", group_id="ord3")
+    es = [RaceEntry(build_submission(ctx, s), s) for s in (_rs("late", 1.0, wait=9000), _rs("soon", 5.0, wait=400))]
+    got = merit_order(es)
+    assert [e.strategy.id for e in got] == ["soon", "late"]  # 5-minute wait buckets first
+    assert [e.submission.meta.get("begin_delay_s") for e in got] == [None, 2]
+    assert [e.strategy.id for e in merit_order(es, stagger=0)] == ["soon", "late"]
+    assert all("--begin" not in e.submission.script for e in merit_order(es, stagger=0))
 
 
 async def test_race_without_strategies_keeps_the_given_order() -> None:

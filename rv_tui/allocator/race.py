@@ -513,32 +513,28 @@ async def read_claim_owner(cluster: Cluster, group_id: str, job_ids: Sequence[st
 
 def merit_order(entries: Sequence[RaceEntry], stagger: int = BEGIN_STAGGER_S) -> list[RaceEntry]:
     """The entries in rank order (:func:`rv_tui.allocator.rank.rank_key`, the one rank order),
-    each "starts now" strategy but the best carrying ``--begin=now+stagger``.
+    every one but the first eligible carrying ``--begin=now+stagger``.
 
-    Why: Slurm starts many pending jobs in one scheduler pass.  Submitted in rank order, a
-    better-ranked sibling always has the lower job id, which is what the job script's claim
-    defers to when several start together; and staggering the other instant starts means that
-    usually only the best one gets an allocation at all.  Entries without a strategy (raw
+    The first eligible is the best-ranked strategy whose probe said it starts now (or, when none
+    does, the best-ranked one).  Why: Slurm starts many pending jobs in one scheduler pass.
+    Submitted in rank order, a better-ranked sibling always has the lower job id, which is what
+    the job script's claim defers to when several start together; and with the others eligible
+    only ``stagger`` seconds later, the best one has usually claimed and cancelled them before,
+    so no loser gets an allocation.  If it did not start after all, the others start at most
+    ``stagger`` seconds later than they would have.  Entries without a strategy (raw
     submissions) keep the order given and get no delay.
     """
     items = list(entries)
     if not items or any(e.strategy is None for e in items):
         return items
     items.sort(key=lambda e: rank_key(e.strategy))  # type: ignore[arg-type]
-    if stagger <= 0:
+    if stagger <= 0 or len(items) == 1:
         return items
     from rv_tui.jobs.templates import with_begin_delay
 
-    out: list[RaceEntry] = []
-    best_seen = False
-    for e in items:
-        assert e.strategy is not None
-        if e.strategy.est_wait_s <= STARTS_NOW_S:
-            if best_seen:
-                e = RaceEntry(submission=with_begin_delay(e.submission, stagger), strategy=e.strategy)
-            best_seen = True
-        out.append(e)
-    return out
+    first = next((i for i, e in enumerate(items) if e.strategy.est_wait_s <= STARTS_NOW_S), 0)  # type: ignore[union-attr]
+    return [e if i == first else RaceEntry(submission=with_begin_delay(e.submission, stagger), strategy=e.strategy)
+            for i, e in enumerate(items)]
 
 
 def entries_for(strategies: Sequence[Strategy], build: Callable[[Strategy], JobSubmission]) -> list[RaceEntry]:
