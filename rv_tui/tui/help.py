@@ -23,14 +23,22 @@ HELP = """\
 
 ## Everywhere
 `ctrl+p` command palette · `ctrl+r` refresh now · `?` this help · `tab`/`shift+tab` move focus ·
-`ctrl+q` quit
+`q` or `ctrl+q` quit
+
+`esc` leaves a text field or list (normal mode): digits, `?`, `q` and the one-letter keys are
+text while a field has focus and never fire there.
 
 ## Jobs
-`l` logs · `c` cancel (with the other jobs of its race) · `a` attach (shell on the node)
+`enter` details · `l` logs · `c` cancel (with the other jobs of its race; default: keep) ·
+`a` attach (shell on the node) · `/` filter as you type (`esc` clears)
 
 ## Launch
 `tab` between fields · `ctrl+t` (or enter) preview strategies · `s` sbatch script of the highlighted strategy ·
-`ctrl+l` launch the race (asks to confirm)
+`ctrl+l` launch the race: re-plans first when the form changed since the preview, then asks
+(command, name, time, GPUs, every strategy's SU; the default is Back)
+
+## Race
+`l` the winner's logs · `x` abort (only while racing)
 
 ## Logs
 `f` follow/pause · `/` search · `n` node filter · `e` stderr only · `end` jump to the end

@@ -105,22 +105,42 @@ async def cluster_scene(pilot: Pilot) -> None:
     await pilot.pause()
 
 
+_KEY_NAMES = {" ": "space", "/": "slash", ".": "full_stop", "-": "minus", ":": "colon",
+              "_": "underscore", "=": "equals_sign"}
+
+
+async def _type(pilot: Pilot, text: str, *, replace: bool = False) -> None:
+    """Type into the focused field, as a user would (``replace``: clear it first)."""
+    if replace:
+        await pilot.press("end", "ctrl+u")
+    await pilot.press(*[_KEY_NAMES.get(c, c) for c in text])
+
+
 async def _form(pilot: Pilot, command: str, *, gpus: int = 1, gpu_type: str = "any",
                 time_text: str = "2:59:00", mem: str = "") -> RvApp:
-    """Fill the launch form and preview (ctrl+t) until the plan is shown."""
+    """Fill the launch form with keys and preview (ctrl+t) until the plan is shown."""
     app: RvApp = pilot.app  # type: ignore[assignment]
-    await pilot.press("3")
-    app.query_one("#launch-gpus").value = str(gpus)  # type: ignore[attr-defined]
-    app.query_one("#launch-type").value = gpu_type  # type: ignore[attr-defined]
-    app.query_one("#launch-time").value = time_text  # type: ignore[attr-defined]
-    app.query_one("#launch-mem").value = mem  # type: ignore[attr-defined]
-    box = app.query_one("#launch-command")
-    box.focus()
-    box.value = command  # type: ignore[attr-defined]
+    await pilot.press("3")  # focus: the command field
+    await _type(pilot, command, replace=True)
+    await pilot.press("tab")
+    await _type(pilot, str(gpus), replace=True)
+    await pilot.press("tab")
+    if app.query_one("#launch-type").value != gpu_type:  # type: ignore[attr-defined]
+        await pilot.press("enter")
+        await pilot.pause()
+        await _type(pilot, gpu_type)
+        await pilot.press("enter")
+        await pilot.pause()
+    await pilot.press("tab")
+    await _type(pilot, time_text, replace=True)
+    await pilot.press("tab")
+    await _type(pilot, mem, replace=True)
     launch = app.query_one("LaunchPane")
     launch.plan = None  # type: ignore[attr-defined]
     await pilot.press("ctrl+t")
     await _until(pilot, lambda: launch.plan is not None)  # type: ignore[attr-defined]
+    await pilot.press("escape")  # normal mode: the plan table
+    await pilot.pause()
     return app
 
 

@@ -30,10 +30,26 @@ def describe_error(exc: BaseException) -> tuple[str, str | None]:
     return f"{type(exc).__name__}: {exc}", "this is a bug in rv; the command log (7) shows what ran"
 
 
+#: An idle dashboard (none of the user's jobs pending or running) on a real cluster polls at
+#: most this often: one poll is a handful of slurmctld RPCs, and a hundred open dashboards add up.
+IDLE_POLL_S = 15.0
+#: Backfill windows are ``sbatch --test-only`` probes (one REQUEST_JOB_WILL_RUN each): re-probed
+#: only when the Cluster pane shows them and they are older than this.
+BACKFILL_MAX_AGE_S = 60.0
+_ACTIVE = frozenset({"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "RESIZING",
+                     "SUSPENDED", "STAGE_OUT", "SIGNALING"})
+
+
 class Poller:
     """Polls snapshot + jobs forever; the next poll starts only after the last one finished.
 
     ``poke()`` starts the next poll at once (the refresh key), without overlapping a running one.
+    Cadence (kind to slurmctld): ``interval`` while the user has jobs in the queue, at least
+    :data:`IDLE_POLL_S` otherwise (real clusters; the demo always uses ``interval``). Snapshot
+    and jobs are asked concurrently (one round of latency). Backfill probes run only when
+    ``backfill_wanted()`` (the app can point it at "is the Cluster pane showing?") and the last
+    windows are older than :data:`BACKFILL_MAX_AGE_S`. ``data_at`` / ``windows_at``
+    (``time.time()``) say how old each figure is; each ClusterPolled carries ``windows_at``.
     """
 
     def __init__(self, cluster: Cluster, target: MessagePump, interval: float,
@@ -44,20 +60,38 @@ class Poller:
         self.probe = probe
         self._wake = asyncio.Event()
         self.polls = 0
-        self.probe_every = 6  # backfill probes are sbatch --test-only calls: every 6th poll
+        self.backfill_wanted: Callable[[], bool] = lambda: True
+        self.data_at: float | None = None
+        self.windows_at: float | None = None
+        self._busy = True  # until the first poll says otherwise
 
     def poke(self) -> None:
         self._wake.set()
 
+    def next_wait(self) -> float:
+        """Seconds until the next poll (unless poked)."""
+        if getattr(self.cluster, "is_demo", False) or self._busy:
+            return self.interval
+        return max(self.interval, IDLE_POLL_S)
+
+    def _probe_due(self) -> bool:
+        if self.probe is None:
+            return False
+        try:
+            wanted = bool(self.backfill_wanted())
+        except Exception:  # noqa: BLE001 - a broken visibility check must not stop polling
+            wanted = True
+        return wanted and (self.windows_at is None or time.time() - self.windows_at >= BACKFILL_MAX_AGE_S)
+
     async def poll_once(self) -> None:
         t0 = time.monotonic()
         try:
-            snap = await self.cluster.snapshot()
-            jobs = await self.cluster.jobs()
+            snap, jobs = await asyncio.gather(self.cluster.snapshot(), self.cluster.jobs())
             windows: dict[str, int] = {}
-            if self.probe is not None and self.polls % self.probe_every == 0:
+            if self._probe_due():
                 try:
-                    windows = await self.probe(self.cluster, snap)
+                    windows = await self.probe(self.cluster, snap)  # type: ignore[misc]
+                    self.windows_at = time.time()
                 except asyncio.CancelledError:
                     raise
                 except Exception:  # backfill windows are a nicety; never fail the poll for them
@@ -68,15 +102,18 @@ class Poller:
             msg, hint = describe_error(exc)
             self.target.post_message(m.PollFailed(msg, hint))
         else:
-            self.target.post_message(m.ClusterPolled(snap, jobs, time.monotonic() - t0, windows))
+            self.data_at = time.time()
+            self._busy = any(getattr(j, "state", "") in _ACTIVE for j in jobs)
+            polled = m.ClusterPolled(snap, jobs, time.monotonic() - t0, windows)
+            polled.windows_at = self.windows_at  # type: ignore[attr-defined]
+            self.target.post_message(polled)
         self.polls += 1
 
     async def run(self) -> None:
-        backoff = self.interval
         while True:
             await self.poll_once()
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout=backoff)
+                await asyncio.wait_for(self._wake.wait(), timeout=self.next_wait())
             except asyncio.TimeoutError:
                 pass
             self._wake.clear()

@@ -49,6 +49,14 @@ def plot(draw: Callable[[Any, Any], None], width: int, height: int) -> Text:
     return text
 
 
+def _fit(text: Text, width: int) -> Text:
+    """Every line of ``text`` cut to ``width`` cells (a legend is longer than a narrow pane)."""
+    lines = text.split("\n")
+    for line in lines:
+        line.truncate(width, overflow="crop")
+    return Text("\n").join(lines)
+
+
 def legend(types: Sequence[str], title: str = "free GPUs per type") -> Text:
     out = Text.assemble((title, "bold"), "  ")
     for t in types:
@@ -70,7 +78,7 @@ def render_history(history: Mapping[str, Sequence[tuple[datetime, int]]], width:
     types = list(series)
     head = legend(types, title)
     if width < 20 or height < 6:
-        return head
+        return _fit(head, width)
     t1 = max(p[-1][0] for p in series.values())
     t0 = min(p[0][0] for p in series.values())
     span = max((t1 - t0).total_seconds() / 60.0, 1.0)
@@ -103,7 +111,7 @@ def render_history(history: Mapping[str, Sequence[tuple[datetime, int]]], width:
         fig.ruler(1).ticks(ticks, [str(v) for v in ticks])
 
     chart = plot(draw, width, height - 1)
-    return Text("\n").join([head, chart])
+    return _fit(Text("\n").join([head, chart]), width)
 
 
 @dataclass(frozen=True)
@@ -149,7 +157,7 @@ def render_timeline(lanes: Sequence[TimelineLane], now: float, width: int, heigh
     winner ★, cancelled/failed ✗, the job's end ■; ``now`` (an offset) ends open segments."""
     head = timeline_legend()
     if not lanes or width < 30 or height < 5:
-        return head
+        return _fit(head, width)
     span = max(now, 1.0, *(v for ln in lanes for v in (ln.submitted, ln.started, ln.ended)
                            if v is not None))
     labels = [ln.label[:24] for ln in lanes]
@@ -196,7 +204,7 @@ def render_timeline(lanes: Sequence[TimelineLane], now: float, width: int, heigh
     # plotext's frame takes 3 rows (top, bottom, tick labels); the legend row one more
     roomy = height - 1 >= 2 * n + 1 + 3
     rows = 2 * n + 1 + 3 if roomy else height - 1
-    return Text("\n").join([head, plot(draw, width, max(rows, 5))])
+    return _fit(Text("\n").join([head, plot(draw, width, max(rows, 5))]), width)
 
 
 class HistoryChart(Static):
