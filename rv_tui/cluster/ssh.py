@@ -24,6 +24,7 @@ from rv_tui.cluster.base import (
 )
 from rv_tui.errors import RvError
 from rv_tui.paths import RemotePaths
+from rv_tui.remote.errors import RemoteFileError
 from rv_tui.slurm import builders as b
 from rv_tui.slurm import parsers as p
 from rv_tui.slurm import accounting as acct
@@ -37,6 +38,9 @@ if TYPE_CHECKING:
 PROBE_CHUNK = 12
 #: Concurrent probe batches (stays under the pool's channel cap).
 PROBE_PARALLEL = 4
+#: How long identical probe batches are answered from the pool's cache (``rv up --dry-run``
+#: followed by ``rv run`` asks the same ``sbatch --test-only`` questions).
+PROBE_CACHE_S = 15.0
 #: How long a cluster clock reading is reused for parsing times (zone does not change).
 CLOCK_TTL_S = 300.0
 
@@ -117,15 +121,15 @@ class SshCluster:
         Raises :class:`ControllerUnavailable` when Slurm did not answer (any error other than
         "Invalid job id"): a missing id then means "unknown", not "gone", so nothing is
         returned rather than a partial answer."""
-        tz = await self._tz()
         ids = [str(j) for j in job_ids] if job_ids else []
         user = None if all_users else self.user
+        # the clock (first call of a command only) on its own channel, in the same round of latency
         if ids:
-            res = await self.pool.run(b.squeue_jobs_command(user, ids))
+            tz, res = await asyncio.gather(self._tz(), self.pool.run(b.squeue_jobs_command(user, ids)))
             restarts: dict[str, int] = {}
         else:
-            res, rres = await self.pool.run_many(
-                [b.squeue_jobs_command(user, None), b.squeue_restarts_command(user)])
+            tz, (res, rres) = await asyncio.gather(self._tz(), self.pool.run_many(
+                [b.squeue_jobs_command(user, None), b.squeue_restarts_command(user)]))
             restarts = p.parse_restart_counts(rres.stdout if rres.ok else "")
         problems = p.job_query_errors(res.stderr)
         if problems:
@@ -183,11 +187,13 @@ class SshCluster:
         """``sbatch --test-only`` for every spec; chunks run concurrently (one round of latency)."""
         if not specs:
             return []
-        tz = await self._tz()
         cmds = [b.test_only_command(s) for s in specs]
         chunk = max(PROBE_CHUNK, -(-len(cmds) // PROBE_PARALLEL))
         batches = [cmds[i:i + chunk] for i in range(0, len(cmds), chunk)]
-        outs = await asyncio.gather(*(self.pool.run_many(batch) for batch in batches))
+        # the clock (if not known yet) rides along on its own channel: same round of latency; the
+        # same probes asked again within PROBE_CACHE_S (up --dry-run, then run) are not re-sent
+        tz, *outs = await asyncio.gather(self._tz(), *(self.pool.run_many(batch, cache_ttl=PROBE_CACHE_S)
+                                                       for batch in batches))
         results: list[ProbeResult] = []
         flat = [r for batch in outs for r in batch]
         for spec, res in zip(specs, flat):
@@ -203,11 +209,15 @@ class SshCluster:
             return []
         tmp_dir = f"{self.paths.rv_dir}/tmp"
         paths = [f"{tmp_dir}/rv-{secrets.token_hex(6)}.sh" for _ in submissions]
-        write_errors = await asyncio.gather(*(self._write_script(path, sub.script)
-                                              for path, sub in zip(paths, submissions)))
-        by_index = dict(enumerate(write_errors))
-        cmds = [b.submit_command(path) for i, path in enumerate(paths) if by_index[i] is None]
-        results_iter = iter(await self.pool.run_many(cmds, idempotent=False) if cmds else [])
+        cmds = [b.submit_command(path) for path in paths]
+        # one round trip: the scripts travel on stdin of the same invocation that runs sbatch
+        try:
+            results = await self.pool.run_many(cmds, idempotent=False, files=[
+                (path, sub.script, 0o700) for path, sub in zip(paths, submissions)])
+            by_index: dict[int, str | None] = {i: None for i in range(len(submissions))}
+        except RemoteFileError as exc:  # nothing was submitted
+            results, by_index = [], {i: exc.message for i in range(len(submissions))}
+        results_iter = iter(results)
         out: list[SubmitResult] = []
         for i, sub in enumerate(submissions):
             if by_index[i] is not None:
@@ -259,7 +269,8 @@ class SshCluster:
         return await self.pool.read_file(path)
 
     async def write_file(self, path: str, data: bytes | str, mode: int = 0o600) -> None:
-        await self.pool.write_file(path, data, mode, make_parents=True)
+        # one exec with the data on stdin (temp 0600 + chmod + rename) instead of ~7 SFTP round trips
+        await self.pool.run_many([], files=[(path, data, mode)])
 
     async def tail_file(self, path: str, lines: int, *, max_bytes: int = 8 << 20) -> bytes:
         """``tail -n`` on the login node: only the tail crosses the network."""
@@ -275,13 +286,7 @@ class SshCluster:
 
     async def download_file(self, path: str, local_path: str) -> int:
         """SFTP get in blocks straight to ``local_path`` (no overall timeout: size is unbounded)."""
-        import os
-
-        async def op(sftp: Any) -> int:
-            await sftp.get(path, local_path)
-            return os.path.getsize(local_path)
-
-        return await self.pool._sftp_op("get", path, op, 0)  # type: ignore[return-value]
+        return await self.pool.download_file(path, local_path)
 
     async def replace_file(self, path: str, data: bytes, *, expect: bytes | None,
                            mode: int = 0o600) -> bool:
