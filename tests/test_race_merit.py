@@ -17,6 +17,8 @@ What these prove (issue 11, items 1-4):
 """
 from __future__ import annotations
 
+import asyncio
+
 import os
 import subprocess
 import time
@@ -318,3 +320,49 @@ async def test_demo_race_best_instant_start_wins_and_the_others_never_start(tmp_
         assert started_losers == []
     finally:
         await cluster.close()
+
+
+async def test_demo_requeued_winner_runs_again_and_a_requeued_loser_stays_a_loser(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("RV_HOME", str(tmp_path / "rv-home"))
+    from rv_tui.allocator.race import Race, RaceEntry
+    from rv_tui.cluster.demo import DemoCluster
+    from rv_tui.paths import RemotePaths
+
+    cluster = DemoCluster(seed=5, speed=0)
+    try:
+        ctx = JobContext(name="rq", command="python train.py", scratch=cluster.scratch, group_id="rqdemo")
+        strategies = [_rs("a", 1.0), _rs("b", 2.0)]
+        strategies = [replace_gpu(s, t) for s, t in zip(strategies, ("mig", "mig"))]
+        race = Race(cluster, [RaceEntry(build_submission(ctx, s), s) for s in strategies], group_id="rqdemo",
+                    stagger=0, poll_interval=0.01, timeout=30)
+        task = asyncio.ensure_future(race.run())
+        while not task.done():
+            cluster.advance(0.5)
+            await asyncio.sleep(0)
+        await task
+        w = race.result.winner_id
+        assert w is not None
+        loser = next(j for j in race.job_ids if j != w)
+        sim = cluster.sim
+        assert sim.requeue(int(w))
+        sim.requeue(int(loser))  # a cancelled loser cannot be requeued; one that ran stays a loser
+        cluster.advance(3600)
+        [info] = await cluster.jobs([w])
+        assert info.restart_count == 1 and info.state in ("COMPLETED", "FAILED")
+        out = (await cluster.read_file(RemotePaths(cluster.scratch).log_file("rq", w))).decode()
+        assert f"claimed by job {w}" in out  # the first run's output is kept
+        assert out.index(f"claimed by job {w}") < out.index(f"restart 1 of job {w}")
+        assert "DUE TO JOB REQUEUE" in (await cluster.read_file(
+            RemotePaths(cluster.scratch).log_file("rq", w, "err"))).decode()
+        [linfo] = await cluster.jobs([loser])
+        if linfo.restart_count:
+            lout = (await cluster.read_file(RemotePaths(cluster.scratch).log_file("rq", loser))).decode()
+            assert "already won" in lout and "claimed by" not in lout
+    finally:
+        await cluster.close()
+
+
+def replace_gpu(s, gpu_type: str):
+    from dataclasses import replace
+    from rv_tui.gpus import GPU_SPECS
+    return replace(s, gpu_type=gpu_type, partition=GPU_SPECS[gpu_type].partition, id=f"{s.id}-{gpu_type}")

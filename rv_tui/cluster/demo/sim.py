@@ -55,6 +55,8 @@ MAX_PLANNED = 40
 SIBLING_CANCEL_DELAY = 1.0
 #: Seconds a job that lost its race group's claim runs before exiting.
 LOST_CLAIM_RUN_S = 0.5
+#: A requeued job is eligible again this long after the requeue (Slurm: BeginTime ~2 min later).
+REQUEUE_DELAY_S = 120.0
 
 ERR_PREFIX = "sbatch: error: Batch job submission failed: "
 ERR_NODE_CONFIG = ERR_PREFIX + "Requested node configuration is not available"
@@ -107,6 +109,7 @@ class SimJob:
     total_elapsed: float = 0.0
     outcome: str = "COMPLETED"
     begin: float = 0.0  # not eligible before this (sbatch --begin; the race's stagger)
+    restarts: int = 0  # times requeued (SLURM_RESTART_COUNT of the next run)
 
     @property
     def gres_type(self) -> str | None:
@@ -418,7 +421,10 @@ class Simulation:
             key = f"{self.seed}/job/{job.id}"
             job.program = make_program(ctx, random.Random(key))
             claim = None
-            if gid is not None and self.groups[gid] == job.chain_root and job.chain_root == job.id:
+            if job.restarts:  # a requeued owner runs again, as the templates do
+                claim = Emit(0.25, "out", None, f"[rv] ===== restart {job.restarts} of job {job.id} "
+                             "(requeued by Slurm) =====")
+            elif gid is not None and self.groups[gid] == job.chain_root and job.chain_root == job.id:
                 claim = Emit(0.25, "out", None, f"[rv] race group {gid}: claimed by job {job.id}")
             # replayable, so a saved demo state can be pickled mid-job
             job.program.lines = ReplayLines(partial(program_lines, ctx, key, claim))
@@ -715,6 +721,29 @@ class Simulation:
         self.version += 1
         return job
 
+    def requeue(self, job_id: int) -> bool:
+        """``scontrol requeue``: a demo-user batch job that runs (or ran) goes back to the queue
+        under the same id and runs its script again after :data:`REQUEUE_DELAY_S`; its next run
+        is restart N (the owner of its group's claim runs the command again, a loser stays one)."""
+        job = self.jobs.get(job_id)
+        if job is None or job.submission is None or job.state in ("PENDING", "CANCELLED"):
+            return False
+        if job.state == "RUNNING":
+            stamp = to_datetime(self.t).strftime("%Y-%m-%dT%H:%M:%S")
+            self._write(job, "err", None, f"slurmstepd: error: *** JOB {job.id} ON {job.hosts[0]} "
+                        f"CANCELLED AT {stamp} DUE TO JOB REQUEUE ***")
+            job.program = None  # this run stops here (no checkpoint resubmission)
+            self._finish(job, "REQUEUED")
+        job.restarts += 1
+        job.state, job.reason, job.start, job.est_start, job.end = "PENDING", "BeginTime", None, None, None
+        job.hosts, job.exit_code, job.exit_signal, job.token = (), None, None, job.token + 1
+        job.begin = self.t + REQUEUE_DELAY_S
+        self._push(job.begin, "eligible", (job.pool,))
+        self.pending[job.pool].append(job)
+        self._dirty.add(job.pool)
+        self.version += 1
+        return True
+
     def cancel(self, job_id: int) -> None:
         job = self.jobs.get(job_id)
         if job is not None and not _terminal(job.state):
@@ -744,7 +773,7 @@ class Simulation:
             time_limit_s=job.limit_eff or job.limit_s,
             start_time=to_datetime(start) if start is not None else None,
             submit_time=to_datetime(job.submit), exit_code=job.exit_code, exit_signal=job.exit_signal,
-            stdout_path=job.stdout, stderr_path=job.stderr,
+            stdout_path=job.stdout, stderr_path=job.stderr, restart_count=job.restarts,
         )
 
     def snapshot(self) -> ClusterSnapshot:
