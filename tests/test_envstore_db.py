@@ -146,6 +146,28 @@ def test_swap_script_is_a_compare_and_swap(tmp_path) -> None:
     assert sorted(p.name for p in d.iterdir()) == ["vars.env", "vars.env.lock"]  # no temp left
 
 
+def test_swap_script_writes_through_a_symlinked_store(tmp_path) -> None:
+    real = tmp_path / "elsewhere" / "my vars.env"
+    real.parent.mkdir()
+    real.write_bytes(b"old\n")
+    link = tmp_path / "env" / "vars.env"
+    link.parent.mkdir()
+    link.symlink_to(real)
+    assert _swap(str(link), b"new\n", b"old\n").returncode == 0
+    assert link.is_symlink() and real.read_bytes() == b"new\n"
+
+
+async def test_bytes_that_are_not_utf8_survive_an_update() -> None:
+    from rv_tui.cluster.demo import DemoCluster
+
+    cluster = DemoCluster(seed=1, speed=0, background=False)
+    store = EnvStore(cluster)
+    hand = b"# caf\xe9 latin-1 comment\nexport X='\xff\xfe'\n"
+    await cluster.write_file(store.path, hand)
+    await store.set("A", "1")
+    assert await cluster.read_file(store.path) == hand + b"export A=1\n"
+
+
 def test_swap_script_waits_for_the_lock(tmp_path) -> None:
     target = tmp_path / "vars.env"
     target.write_bytes(b"base\n")

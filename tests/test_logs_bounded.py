@@ -17,6 +17,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import rv_tui
 from rv_tui.cli.logs import resolve_pull_args
@@ -53,6 +55,25 @@ def test_tail_command_is_capped_in_bytes_even_without_newlines(tmp_path) -> None
     log.write_bytes(b"\r" + b"=" * 3_000_000)  # one endless progress-bar line
     res = _tail(str(log), 100, cap=4096)
     assert res.returncode == 0 and len(res.stdout) == 4096
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.binary(max_size=400).map(lambda b: b.replace(b"\x00", b"")) | st.lists(
+           st.sampled_from([b"a", b"\n", b"\r", b"line", b"\xe2\x82\xac", b"  "]), max_size=60).map(b"".join),
+       n=st.integers(0, 6), cap=st.integers(1, 64))
+def test_property_demo_tail_file_is_real_tail(tmp_path, data: bytes, n: int, cap: int) -> None:
+    """The demo's tail_file gives byte for byte what the real command gives on the login node."""
+    import asyncio
+
+    from rv_tui.cluster.demo import DemoCluster
+
+    log = tmp_path / "x.out"
+    log.write_bytes(data)
+    real = _tail(str(log), n, cap)
+    assert real.returncode == 0
+    demo = DemoCluster(seed=1, speed=0, background=False)
+    demo.sim.fs.write("/scratch/d/x.out", data, 0o600)
+    assert asyncio.run(demo.tail_file("/scratch/d/x.out", n, max_bytes=cap)) == real.stdout
 
 
 async def test_demo_tail_file_matches_tail() -> None:

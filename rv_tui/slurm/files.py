@@ -61,11 +61,14 @@ def replace_command(path: str, *, mode: int = 0o600, dir_mode: int = 0o700,
     return (
         f"f={q(path)}; d={q(directory)}; umask 077; "
         f"command -v flock >/dev/null 2>&1 || {{ echo 'rv: flock(1) is not installed on the login node' >&2; exit 127; }}; "
+        # a store the user symlinked elsewhere is updated where it points (the link stays)
+        f"if [ -L \"$f\" ]; then f=$(readlink -f -- \"$f\") && d=$(dirname -- \"$f\") || exit {UNWRITABLE}; "
+        f"name=$(basename -- \"$f\"); else name={q(name)}; fi; "
         f"if [ ! -d \"$d\" ]; then mkdir -p \"$d\" && chmod {dm} \"$d\" || exit {UNWRITABLE}; fi; "
         f"exec 9>>\"$f.lock\" || exit {UNWRITABLE}; "
         f"flock -w {int(lock_wait_s)} 9 || {{ echo 'rv: timed out waiting for the lock on '\"$f\" >&2; exit {LOCK_TIMEOUT}; }}; "
         f"IFS= read -r want || exit {UNWRITABLE}; "
-        f"t=$(mktemp \"$d/.\"{q(name)}\".rv-XXXXXXXX\") || exit {UNWRITABLE}; "
+        f"t=$(mktemp \"$d/.$name.rv-XXXXXXXX\") || exit {UNWRITABLE}; "
         f"if ! {{ chmod {m} \"$t\" && cat >\"$t\"; }}; then rm -f \"$t\"; exit {UNWRITABLE}; fi; "
         f"if [ -e \"$f\" ] || [ -L \"$f\" ]; then "
         f"have=$(sha256sum <\"$f\") || {{ rm -f \"$t\"; exit {UNREADABLE}; }}; have=${{have%% *}}; "
