@@ -7,6 +7,10 @@ on-cluster guard, so two strategies could both run the command.  Here:
 * all submissions go out in one :meth:`Cluster.submit` round trip, and the group (strategies, job
   ids, command, git commit) is recorded locally and on the cluster's scratch right away, including
   ``<group_dir>/jobs`` so the on-cluster winner can cancel its siblings itself;
+* entries are submitted in rank order (:func:`merit_order`, the plan's one rank order), and
+  every one but the best "starts now" strategy carries ``--begin=now+2``: the best usually starts
+  alone and cancels the rest before they are eligible, and when several do start together the
+  job scripts defer to the better-ranked (lower) job id;
 * each job script claims the group with ``mkdir <group_dir>/claim`` before anything else (the job
   templates do that); the client trusts that claim: when several jobs are seen started it asks the
   claim who owns the group and never cancels the owner;

@@ -6,7 +6,20 @@ script, before anything else, claims its race group on the shared filesystem wit
 ``--comment=rvgroup:<id>`` every sibling carries, and by ``<group_dir>/jobs`` written by the
 client); a loser prints "[rv] race group already won by job N; exiting" and exits 0 without
 running anything.  So exactly one strategy runs the user's command even if two start in the same
-scheduler cycle or no client is watching.
+scheduler cycle or no client is watching.  Around that claim:
+
+* merit: the race submits in rank order, so a better-ranked sibling has the lower job id; a job
+  that starts while such a sibling is RUNNING/CONFIGURING and nobody has claimed yet waits for it
+  (at most :data:`DEFER_MAX_S`), so the best of several same-cycle starts wins, not the fastest
+  ``mkdir``;
+* requeue: Slurm reruns a requeued job (node failure, preemption, ``scontrol requeue``) under the
+  same id with ``SLURM_RESTART_COUNT`` > 0; the claim's owner runs the command again (logs are
+  appended, a line marks each restart), every other job stays a loser;
+* fail closed: a group dir, claim or owner file that cannot be made or read for any reason but
+  "the claim exists" ends the job with :data:`CLAIM_ERROR_EXIT` and the path and error on stderr;
+* late siblings: the winner looks for siblings again a few times after its claim and at exit
+  (:data:`RESCAN_GAPS_S`), so a sibling whose sbatch landed after the first scan is cancelled
+  with no client watching.
 
 Fixes over the original templates (original-rv.md §3, §11 items 3, 9, 11, 14-17, 21):
 
