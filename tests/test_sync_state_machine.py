@@ -216,7 +216,7 @@ def test_sync_state_machine_local_shell(tmp_path: Path, monkeypatch: pytest.Monk
     class Local(SyncMachine):
         make_cluster = staticmethod(make)
 
-    Local.TestCase.settings = settings(max_examples=60, stateful_step_count=14, deadline=None,
+    Local.TestCase.settings = settings(max_examples=40, stateful_step_count=14, deadline=None,
                                        database=None, suppress_health_check=list(HealthCheck))
     Local.TestCase().runTest()
 
@@ -234,6 +234,6 @@ def test_sync_state_machine_real_cluster(rv_home: Path) -> None:
     class Real(SyncMachine):
         make_cluster = staticmethod(make)
 
-    Real.TestCase.settings = settings(max_examples=8, stateful_step_count=10, deadline=None,
+    Real.TestCase.settings = settings(max_examples=20, stateful_step_count=10, deadline=None,
                                       database=None, suppress_health_check=list(HealthCheck))
     Real.TestCase().runTest()

@@ -421,11 +421,12 @@ def _tar_chunks(plan: SyncPlan, limit: int = CHUNK_BYTES) -> list[bytes]:
             buf = io.BytesIO()
             tar = tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT)
     synced_now = set(plan.local) - set(plan.conflicts)
-    before = set(plan.previous_synced or ()) | synced_now  # recorded first: a failed apply forgets nothing
+    previous = set(plan.previous_synced or ())
     _add_bytes(tar, "rv-delete.lst", _nul_list(plan.delete))
     _add_bytes(tar, "rv-replace.lst", _nul_list(plan.replace_dirs))
-    _add_bytes(tar, "rv-synced-before.lst", _nul_list(before))
-    _add_bytes(tar, "rv-synced.lst", _nul_list(synced_now))
+    # the synced list changes by a delta (a one-file push must not resend 5,000 names)
+    _add_bytes(tar, "rv-synced-add.lst", _nul_list(synced_now - previous))
+    _add_bytes(tar, "rv-synced-del.lst", _nul_list(previous - synced_now))
     tar.close()
     chunks.append(buf.getvalue())
     return chunks
@@ -444,7 +445,9 @@ def apply_command(workspace: str, code_dir: str, stage: str, tars: list[str], *,
     parts = [f"set -e; umask 077; mkdir -p {st} {q(code_dir)}"]
     for t in tars:
         parts.append(f"tar --no-same-owner -xf {q(t)} -C {st}")
-    parts.append(f"cp {q(stage + '/rv-synced-before.lst')} {lst}.tmp && mv -f {lst}.tmp {lst}")
+    add, rm = q(stage + "/rv-synced-add.lst"), q(stage + "/rv-synced-del.lst")
+    # first old + added (a failed apply forgets nothing it may have written), at the end minus removed
+    parts.append(f"touch {lst} && LC_ALL=C sort -zu {lst} {add} > {lst}.tmp && mv -f {lst}.tmp {lst}")
     parts.append(f"cd {q(code_dir)}")
     parts.append(f"xargs -0 -r rm -f -- < {q(stage + '/rv-delete.lst')}")
     if prune_dirs:
@@ -456,7 +459,8 @@ def apply_command(workspace: str, code_dir: str, stage: str, tars: list[str], *,
                  f"find \"./$d\" -depth -type d -empty -delete; done' rv < {q(stage + '/rv-replace.lst')}")
     parts.append(f"if [ -d {q(stage + '/f')} ]; then cp -al --remove-destination "
                  f"{q(stage + '/f/.')} {q(code_dir + '/')}; fi")
-    parts.append(f"cp {q(stage + '/rv-synced.lst')} {lst}.tmp && mv -f {lst}.tmp {lst}")
+    parts.append(f"LC_ALL=C sort -zu {rm} > {rm}.s && LC_ALL=C comm -z -23 {lst} {rm}.s > {lst}.tmp && "
+                 f"mv -f {lst}.tmp {lst}")
     parts.append(f"rm -rf {st} " + " ".join(q(t) for t in tars))
     return "; ".join(parts)
 
