@@ -169,7 +169,7 @@ def test_venv_uses_the_cluster_python_and_shell_scripts_run_in_it(capsys, tmp_pa
         out, err = capsys.readouterr()
         assert code == 0, (out, err)
         assert "AGAIN True" in out.splitlines(), out
-        assert "re-created (it had Python 3.6.8)" in err, err
+        assert f"venv re-created (it had Python 3.6.8, the cluster's is {system})" in err, err
     finally:
         main(["exec", "rm", "-rf", "--", venv, venv + ".lock",
               ws["code_dir"].rsplit("/", 2)[0]])
