@@ -271,7 +271,7 @@ def main() -> int:
         "status": ["status"],
         "up --dry-run -g 4": ["up", "--dry-run", "-g", "4", "--time", "2h"],
         "run (submit only)": ["run", "-g", "1", "--time", "10m", "--json", "--", "true"],
-        f"logs ID --tail 100": ["logs", log_job, "--tail", "100"],
+        "logs ID --tail 100": ["logs", log_job, "--tail", "100"],
     }
     warm_env, direct_env = env_for(home), env_for(home, RV_NO_AGENT="1")
     rows = []

@@ -74,7 +74,8 @@ def squeue_jobs_command(user: str | None, job_ids: Sequence[str] | None = None, 
     "Invalid job id" from a controller that did not answer.
     """
     fmt = SEP.join(code for _, code in SQUEUE_JOB_FIELDS)
-    argv: list[str] = ["squeue", "-h", "-o", fmt]
+    # --local: no REQUEST_FED_INFO round to slurmctld on every call (3 RPCs -> 2; 22.05 has it)
+    argv: list[str] = ["squeue", "--local", "-h", "-o", fmt]
     if job_ids:
         argv += ["-j", ",".join(_check_id(j) for j in job_ids)]
     elif user:
@@ -88,7 +89,7 @@ def squeue_jobs_command(user: str | None, job_ids: Sequence[str] | None = None, 
 
 def squeue_restarts_command(user: str | None) -> str:
     """``JobID<SEP>RestartCnt`` of the user's jobs (``-o`` has no restart-count field)."""
-    argv: list[str] = ["squeue", "-h", "-O", f"JobID:{SEP},RestartCnt:{SEP}"]
+    argv: list[str] = ["squeue", "--local", "-h", "-O", f"JobID:{SEP},RestartCnt:{SEP}"]
     if user:
         argv += ["-u", user]
     return join(argv) + " 2>/dev/null || true"

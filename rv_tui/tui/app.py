@@ -87,6 +87,8 @@ class RvApp(App[int]):
         self._looked_up: set[str] = set()
         self.poller = workers.Poller(cluster, self, poll_interval,
                                      probe=lookups.backfill_windows if probe_windows else None)
+        # sbatch --test-only probes only while the Cluster pane (its backfill column) is showing
+        self.poller.backfill_wanted = lambda: self._q(TabbedContent).active == "cluster"
         self._log_listener_remove: Callable[[], None] | None = None
         self._conn_listener_remove: Callable[[], None] | None = None
 

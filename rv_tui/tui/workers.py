@@ -36,6 +36,9 @@ IDLE_POLL_S = 15.0
 #: Backfill windows are ``sbatch --test-only`` probes (one REQUEST_JOB_WILL_RUN each): re-probed
 #: only when the Cluster pane shows them and they are older than this.
 BACKFILL_MAX_AGE_S = 60.0
+#: With none of the user's jobs queued, their (empty) job list is re-read at most this often
+#: (a submission from this dashboard pokes a full poll at once).
+IDLE_JOBS_S = 60.0
 _ACTIVE = frozenset({"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "RESIZING",
                      "SUSPENDED", "STAGE_OUT", "SIGNALING"})
 
@@ -48,7 +51,8 @@ class Poller:
     :data:`IDLE_POLL_S` otherwise (real clusters; the demo always uses ``interval``). Snapshot
     and jobs are asked concurrently (one round of latency). Backfill probes run only when
     ``backfill_wanted()`` (the app can point it at "is the Cluster pane showing?") and the last
-    windows are older than :data:`BACKFILL_MAX_AGE_S`. ``data_at`` / ``windows_at``
+    windows are older than :data:`BACKFILL_MAX_AGE_S`; an idle user's empty job list is re-read
+    every :data:`IDLE_JOBS_S` (a poke always reads everything). ``data_at`` / ``windows_at``
     (``time.time()``) say how old each figure is; each ClusterPolled carries ``windows_at``.
     """
 
@@ -64,8 +68,12 @@ class Poller:
         self.data_at: float | None = None
         self.windows_at: float | None = None
         self._busy = True  # until the first poll says otherwise
+        self._jobs: list[Any] = []
+        self._jobs_mono: float | None = None
+        self._forced = True
 
     def poke(self) -> None:
+        self._forced = True
         self._wake.set()
 
     def next_wait(self) -> float:
@@ -86,7 +94,15 @@ class Poller:
     async def poll_once(self) -> None:
         t0 = time.monotonic()
         try:
-            snap, jobs = await asyncio.gather(self.cluster.snapshot(), self.cluster.jobs())
+            forced, self._forced = self._forced, False
+            real = not getattr(self.cluster, "is_demo", False)
+            reuse_jobs = (real and not forced and not self._busy and self._jobs_mono is not None
+                          and time.monotonic() - self._jobs_mono < IDLE_JOBS_S)
+            if reuse_jobs:
+                snap, jobs = await self.cluster.snapshot(), list(self._jobs)
+            else:
+                snap, jobs = await asyncio.gather(self.cluster.snapshot(), self.cluster.jobs())
+                self._jobs, self._jobs_mono = list(jobs), time.monotonic()
             windows: dict[str, int] = {}
             if self._probe_due():
                 try:
