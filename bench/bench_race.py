@@ -256,7 +256,10 @@ async def race_once(c, variant: str, before: tuple | None, gpus: int = 4) -> dic
         ran = []
     rank_ids = [s.id for s in plan.strategies]
     wid = race.result.winner.strategy.id if race.result.winner and race.result.winner.strategy else None
+    r1 = next((j for j, e in race.by_id.items() if e.strategy is not None and e.strategy.id == rank_ids[0]), None)
+    r1_info = race.last.get(r1) if r1 else None
     return {
+        "rank1_seen": f"{r1_info.state} {r1_info.reason or ''}".strip() if r1_info else None,
         "variant": variant, "winner_rank": rank_ids.index(wid) + 1 if wid in rank_ids else None,
         "winner": race.result.winner.label if race.result.winner else None,
         "strategies": len(ids), "runs": len(ran),
@@ -272,7 +275,12 @@ async def bench_merit(c, races: int) -> None:
     rows: dict[str, list[dict]] = {"before": [], "after": []}
     for i in range(races):
         for variant in ("before", "after"):
-            r = await race_once(c, variant, before)
+            try:
+                r = await race_once(c, variant, before)
+            except Exception as exc:  # the shared cluster restarted under us: skip the round
+                print(f"race {i + 1} {variant}: skipped: {exc}", file=sys.stderr, flush=True)
+                await asyncio.sleep(20)
+                continue
             rows[variant].append(r)
             print(json.dumps({"race": i + 1, **r}), file=sys.stderr, flush=True)
     print(f"{'variant':<8}{'races':>6}{'rank-1 wins':>13}{'losers allocated/race':>23}{'double runs':>13}")
@@ -312,7 +320,11 @@ async def bench_busy(c, races: int) -> None:
         rows: dict[str, list[dict]] = {"before": [], "after": []}
         for i in range(races):
             for variant in ("before", "after"):
-                r = await race_once(c, variant, before)
+                try:
+                    r = await race_once(c, variant, before)
+                except Exception as exc:
+                    print(f"race {i + 1} {variant}: skipped: {exc}", file=sys.stderr, flush=True)
+                    continue
                 rows[variant].append(r)
                 print(json.dumps({"race": i + 1, "full": cheap, **r}), file=sys.stderr, flush=True)
     finally:
