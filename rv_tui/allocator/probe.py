@@ -43,7 +43,7 @@ from rv_tui.allocator.strategies import (
 from rv_tui.cluster.base import Cluster, ClusterSnapshot, JobInfo, NodeState, ProbeSpec
 from rv_tui.durations import format_slurm
 from rv_tui.gpus import GPU_SPECS
-from rv_tui.slurm.accounting import ClusterLimits, gpu_use_by_type
+from rv_tui.slurm.accounting import HELD_STATES, QUEUED_STATES, ClusterLimits, gpu_use_by_type
 
 #: Round-1 walltimes (s): 30m, 1h, 2h, 2:59 (the backfill cliff on Rivanna), 4h, 6h, 12h, 1d, 2d, 3d.
 LADDER_S: tuple[int, ...] = (1800, 3600, 7200, 10740, 14400, 21600, 43200, 86400, 172800, 259200)
@@ -84,12 +84,12 @@ class ProbeOutcome:
     windows: list[Window]
     excluded: dict[str, str] = field(default_factory=dict)
     stats: ProbeStats = field(default_factory=ProbeStats)
-    gpu_use: dict[str, int] = field(default_factory=dict)  # the user's GPUs by GRES type
+    gpu_use: dict[str, tuple[int, int]] = field(default_factory=dict)  # GRES type -> (held, queued)
     limits: ClusterLimits | None = None  # what the cluster states (None: rv's GPU table)
 
 
-async def user_gpu_state(cluster: Cluster) -> tuple[dict[str, int], ClusterLimits | None]:
-    """The user's running+pending GPUs by GRES type and the cluster's stated limits (the
+async def user_gpu_state(cluster: Cluster) -> tuple[dict[str, tuple[int, int]], ClusterLimits | None]:
+    """The user's (running, pending) GPUs by GRES type and the cluster's stated limits (the
     ``gpu_limits`` capability; clusters without it, or without accounting, give None).
     Never raises: without an answer the limits are simply not checked against usage."""
     async def limits() -> ClusterLimits | None:
@@ -105,21 +105,24 @@ async def user_gpu_state(cluster: Cluster) -> tuple[dict[str, int], ClusterLimit
         jobs, lim = await asyncio.gather(cluster.jobs(), limits())
     except Exception:
         return {}, None
-    return gpu_use_by_type(jobs, cluster.user), lim
+    held = gpu_use_by_type(jobs, cluster.user, HELD_STATES)
+    queued = gpu_use_by_type(jobs, cluster.user, QUEUED_STATES)
+    return {t: (held.get(t, 0), queued.get(t, 0)) for t in {*held, *queued}}, lim
 
 
-def limit_exclusion(request: Request, gpu_type: str, use: dict[str, int],
+def limit_exclusion(request: Request, gpu_type: str, use: dict[str, tuple[int, int]],
                     limits: ClusterLimits | None) -> str | None:
-    """Why *gpu_type* would wait forever on the user's per-user (or the cluster's per-job)
-    GPU limit, or None."""
+    """Why *gpu_type* would wait on the user's per-user limit (their running GPUs of the type,
+    then their queued ones, come first) or never start (the cluster's per-job limit), or None."""
     spec = GPU_SPECS[gpu_type]
     part = request.partition or spec.partition
     stated = limits.user_limit(part, spec.gres_type) if limits else None
     limit = stated if stated is not None else spec.max_per_user
-    used = use.get(spec.gres_type, 0)
+    held, queued = use.get(spec.gres_type, (0, 0))
     src = "the cluster's per-user limit" if stated is not None else "Rivanna's per-user limit"
-    if used and used + request.gpus > limit:
-        return (f"you already use {used} of {limit} {spec.label} GPUs ({src}); "
+    if (held or queued) and held + queued + request.gpus > limit:
+        more = f" (+{queued} queued)" if queued else ""
+        return (f"you already use {held} of {limit} {spec.label} GPUs{more} ({src}); "
                 f"{request.gpus} more would wait in the queue (QOSMaxGRESPerUser) until yours end")
     per_job = limits.job_limit(part, spec.gres_type) if limits else None
     if per_job is not None and request.gpus > per_job:

@@ -140,15 +140,15 @@ def output_paths(submit_line: str, work_dir: str | None, job_id: str, name: str,
         a = argv[i]
         if a == "--wrap" or a.startswith("--wrap=") or not a.startswith("-"):
             break  # the wrapped command or the script: the rest is not sbatch's
-        name, eq, val = a.partition("=")
+        opt, eq, val = a.partition("=")
         if a.startswith("--"):
-            if not eq and name not in _SBATCH_FLAGS and i + 1 < len(argv):
+            if not eq and opt not in _SBATCH_FLAGS and i + 1 < len(argv):
                 val, i = argv[i + 1], i + 1
         else:
-            name, val = a[:2], a[2:]
-            if not val and name not in _SBATCH_FLAGS and i + 1 < len(argv):
+            opt, val = a[:2], a[2:]
+            if not val and opt not in _SBATCH_FLAGS and i + 1 < len(argv):
                 val, i = argv[i + 1], i + 1
-        slot = {"-o": "o", "--output": "o", "-e": "e", "--error": "e"}.get(name)
+        slot = {"-o": "o", "--output": "o", "-e": "e", "--error": "e"}.get(opt)
         if slot:
             found[slot] = val
         i += 1
@@ -190,7 +190,9 @@ def parse_sacct(text: str, tz: tzinfo) -> dict[str, JobInfo]:
         limit_min = _int(limit)
         out[job_id] = JobInfo(
             job_id=jid, name=name, user=user, state=state,
-            partition=part, reason=None if reason.strip() in _NULLS else reason.strip(),
+            partition=part,
+            reason=(f"cancelled by uid {cancelled_by(state_s)}" if cancelled_by(state_s)
+                    else None if reason.strip() in _NULLS else reason.strip()),
             nodes=expand_nodelist(nodelist) if nodelist.strip() not in _NULLS | {"None assigned"}
             else (),
             num_nodes=n, gres=_gres_per_node(alloc or req, n),
@@ -217,8 +219,9 @@ def cancelled_by(state_text: str) -> str | None:
 
 # --------------------------------------------------------------------------- limits
 
-#: ``sacctmgr show qos``: the QOS limits rv reads (MaxTRESPerUser, MaxTRESPerJob).
-QOS_COMMAND = " ".join(["sacctmgr", "-n", "-P", q(f"--delimiter={SEP}"), "show", "qos",
+#: ``sacctmgr show qos``: the QOS limits rv reads (MaxTRESPerUser, MaxTRESPerJob).  sacctmgr
+#: has no --delimiter: "|" it is (QOS names and TRES strings never hold one).
+QOS_COMMAND = " ".join(["sacctmgr", "-n", "-P", "show", "qos",
                         q("format=Name,MaxTRESPU,MaxTRESPerJob,Flags")])
 #: Each partition's QOS (``QoS=`` in ``scontrol -o show partition``).
 PARTITION_QOS_COMMAND = "scontrol -o show partition"
@@ -238,7 +241,7 @@ def parse_qos(text: str) -> dict[str, QosLimits]:
     """``QOS_COMMAND`` output -> ``{name: QosLimits}``."""
     out: dict[str, QosLimits] = {}
     for line in text.splitlines():
-        parts = line.split(SEP)
+        parts = line.split("|")
         if len(parts) < 3 or not parts[0].strip():
             continue
         name = parts[0].strip()
@@ -287,13 +290,18 @@ def cluster_limits(qos_text: str, partitions_text: str) -> ClusterLimits | None:
     return ClusterLimits(per_user, per_job)
 
 
-def gpu_use_by_type(jobs: Iterable[JobInfo], user: str) -> dict[str, int]:
-    """GPUs the user holds or waits for, by GRES type: running and pending jobs of ``user``
-    (``gres`` is per node, so times the node count)."""
+#: Job states whose GPUs count against a per-user limit now (held) or next (queued).
+HELD_STATES = frozenset({"RUNNING", "CONFIGURING", "COMPLETING", "RESIZING", "SUSPENDED"})
+QUEUED_STATES = frozenset({"PENDING", "REQUEUED"})
+
+
+def gpu_use_by_type(jobs: Iterable[JobInfo], user: str,
+                    states: frozenset[str] = HELD_STATES | QUEUED_STATES) -> dict[str, int]:
+    """GPUs the user holds or waits for, by GRES type: jobs of ``user`` in ``states`` (running
+    and pending by default; ``gres`` is per node, so times the node count)."""
     use: dict[str, int] = {}
     for j in jobs:
-        if j.user != user or j.state not in ("RUNNING", "PENDING", "CONFIGURING", "REQUEUED",
-                                             "RESIZING", "SUSPENDED"):
+        if j.user != user or j.state not in states:
             continue
         m = re.match(r"gpu:([A-Za-z][\w.-]*):(\d+)", j.gres or "")
         if m:

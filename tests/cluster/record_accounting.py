@@ -2,8 +2,8 @@
 """Record real accounting outputs (sacct, sacctmgr qos, scontrol partitions) from the local test
 cluster into tests/fixtures/slurm/ for tests/test_accounting.py.
 
-Submits, as rvtest over SSH: a job exiting 3, one killed by SIGKILL, one cancelled, one timing
-out (-t 1), one over its --mem (OverMemoryKill), one requeued twice, and a 2-node pending job
+Submits, as rvtest (runuser, the login node's TZ): a job exiting 3, one killed by SIGKILL, one cancelled, one timing
+out (-t 1), one over its --mem (OverMemoryKill), one requeued once, and a 2-node job that never starts (--begin=now+1hour, then cancelled)
 whose name holds a '|'; waits until they ended (about 90 s), then runs rv's own sacct command.
 Run as root with the cluster up:  python3 tests/cluster/record_accounting.py
 """
@@ -40,10 +40,12 @@ def main() -> int:
     env = dict(os.environ, SLURM_CONF=info["slurm_conf"])
 
     def ssh(cmd: str) -> str:
+        """As rvtest with the login node's TZ (runuser: the shared sshd may be down for a
+        fault test)."""
         return subprocess.run(
-            ["ssh", "-p", str(info["port"]), "-i", info["identity_file"], "-o", "BatchMode=yes",
-             "-o", f"UserKnownHostsFile={info['known_hosts']}", f"{info['user']}@127.0.0.1", cmd],
-            capture_output=True, text=True, check=True).stdout
+            ["runuser", "-u", info["user"], "--", "env", f"SLURM_CONF={info['slurm_conf']}",
+             "TZ=America/New_York", "sh", "-c", cmd],
+            capture_output=True, text=True, check=True, cwd="/tmp").stdout
 
     def root(*argv: str) -> subprocess.CompletedProcess:
         return subprocess.run(argv, capture_output=True, text=True, env=env)
@@ -52,23 +54,24 @@ def main() -> int:
         return root("squeue", "-h", "-j", jid, "-o", "%T").stdout.strip()
 
     ids = ssh(SUBMIT).split()
+    print("submitted", ids, flush=True)
     f, k, c, t, o, r, p = ids
 
     def wait(pred, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while not pred():
             if time.monotonic() > deadline:
-                raise SystemExit("timed out recording")
+                raise SystemExit(f"timed out recording: { {j: state(j) for j in ids} }")
+            if not any(state(j) for j in ids):
+                raise SystemExit("every job vanished (someone's clean_queue?): run again")
             time.sleep(0.5)
 
     wait(lambda: state(c) == "RUNNING" and state(r) == "RUNNING", 30)
     root("scancel", c)
-    for _ in range(2):
-        wait(lambda: state(r) == "RUNNING", 60)
-        root("scontrol", "requeue", r)
-        wait(lambda: state(r) == "PENDING", 30)
-        root("scontrol", "update", f"jobid={r}", "begintime=now")
-    wait(lambda: state(r) == "RUNNING", 60)
+    # requeued once (a requeued job then waits 2 min for its BeginTime, which cannot be moved),
+    # then cancelled: a REQUEUED record and the final CANCELLED one
+    root("scontrol", "requeue", r)
+    wait(lambda: state(r) == "PENDING", 30)
     root("scancel", r)
     wait(lambda: all(state(j) not in ("RUNNING", "PENDING", "COMPLETING", "CONFIGURING")
                      for j in (f, k, c, t, o, r)), 150)
