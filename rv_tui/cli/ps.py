@@ -18,7 +18,7 @@ from rv_tui.cluster.base import Cluster, JobInfo
 from rv_tui.durations import format_human
 from rv_tui.errors import RvError
 from rv_tui.gpus import types_for_gres
-from rv_tui.jobs.reasons import reason_text
+from rv_tui.jobs.reasons import final_text, reason_text
 from rv_tui.jobs.store import GroupRecord, GroupStore, fetch_remote_records, merge_records, read_segments
 
 
@@ -68,6 +68,8 @@ def job_row(info: JobInfo | None, job_id: str, rec: GroupRecord | None, now: dat
         if info.state == "PENDING":
             where = reason_text(info.reason) or "queued"
             eta = eta_text(info.start_time, now)
+        elif info.is_terminal:
+            where = final_text(info.state, info.exit_code, info.exit_signal)  # restarts: own column
         elif info.nodes:
             where = ",".join(info.nodes)
     return {
@@ -80,6 +82,9 @@ def job_row(info: JobInfo | None, job_id: str, rec: GroupRecord | None, now: dat
         "winner": bool(rec and (rec.current_job or rec.winner) == job_id),
         "segment": seg,  # position in the winner's checkpoint chain (1 = the winner), else None
         "restarts": info.restart_count if info else 0,  # Slurm requeues/restarts of this job
+        # final exit status of an ended job (never 0 when it did not complete), else None
+        "exit_code": info.exit_code if info and info.is_terminal else None,
+        "exit_signal": info.exit_signal if info and info.is_terminal else None,
     }
 
 
@@ -101,6 +106,7 @@ async def collect(cluster: Cluster, store: GroupStore, include_finished: bool) -
         for jid in rec.all_job_ids:  # a checkpoint chain's later segments belong to the group
             index.setdefault(jid, rec)
     by_id = {j.job_id: j for j in active}
+    history_note: str | None = None
     wanted_groups: list[GroupRecord] = []
     for rec in records:
         live = any(j in by_id for j in rec.all_job_ids)
@@ -111,6 +117,9 @@ async def collect(cluster: Cluster, store: GroupStore, include_finished: bool) -
         if missing:
             for info in await cluster.jobs(missing):
                 by_id.setdefault(info.job_id, info)
+        gone = [j for j in missing if j not in by_id]
+        if gone:
+            history_note = await _history_note(cluster, gone)
     try:
         now = await cluster.now()
     except Exception:
@@ -125,7 +134,22 @@ async def collect(cluster: Cluster, store: GroupStore, include_finished: bool) -
             "state": group_state(rows), "jobs": rows,
         })
     others = [job_row(j, j.job_id, None, now) for j in active if j.job_id not in index]
-    return {"groups": groups, "other": others}
+    out: dict[str, Any] = {"groups": groups, "other": others}
+    if history_note:
+        out["history_note"] = history_note
+    return out
+
+
+async def _history_note(cluster: Cluster, job_ids: list[str]) -> str | None:
+    """Why jobs that left the queue have no final state: accounting off or not answering."""
+    ask = getattr(cluster, "history", None)
+    if ask is None:
+        return None
+    try:
+        hist = await ask(job_ids)
+    except Exception:  # noqa: BLE001 - a note is a nicety
+        return None
+    return None if hist.available else hist.note
 
 
 def render(data: dict[str, Any]) -> str:
@@ -153,6 +177,8 @@ def render(data: dict[str, Any]) -> str:
             restarts = f"  [restarted {r['restarts']}x]" if r.get("restarts") else ""
             lines.append(f"{r['job_id']:<11}{r['name'][:19]:<20}{r['state']:<11}{r['gpu_type']:<12}"
                          f"{r['elapsed']:<9}{r['where']}{('  ' + r['eta']) if r['eta'] else ''}{restarts}")
+    if data.get("history_note"):
+        lines += ["", f"note: {data['history_note']}"]
     return "\n".join(lines) if lines else "no jobs"
 
 

@@ -81,3 +81,34 @@ def reason_text(reason: str | None) -> str:
     if head.startswith("Assoc"):
         return f"account limit ({head})"
     return reason
+
+
+#: Final states in plain words (what ``rv ps -a`` and the TUI say next to the state).
+FINAL_TEXT: dict[str, str] = {
+    "TIMEOUT": "hit its time limit",
+    "OUT_OF_MEMORY": "ran out of memory (over its --mem)",
+    "NODE_FAIL": "a node it ran on failed",
+    "PREEMPTED": "preempted by a higher-priority job",
+    "BOOT_FAIL": "its node failed to boot",
+    "DEADLINE": "missed its deadline",
+    "REQUEUED": "requeued by Slurm",
+}
+
+
+def final_text(state: str, exit_code: int | None, exit_signal: int | None,
+               restarts: int = 0) -> str:
+    """``exit 3``, ``killed by signal 9``, ``cancelled``, ``hit its time limit`` ... for a job
+    that ended, plus ``requeued 2x`` when Slurm restarted it."""
+    if state == "CANCELLED":
+        text = "cancelled"
+    elif state in FINAL_TEXT:
+        text = FINAL_TEXT[state]
+    elif exit_signal:
+        text = f"killed by signal {exit_signal}"
+    elif exit_code is not None:
+        text = f"exit {exit_code}"
+    else:
+        text = ""
+    if restarts:
+        text += (", " if text else "") + f"requeued {restarts}x"
+    return text

@@ -110,6 +110,10 @@ async def locate_logs(cluster: Cluster, job_id: str, info: JobInfo | None = None
     paths = RemotePaths(cluster.scratch)
     batch_out = _usable(info.stdout_path if info else None) or paths.log_file(name, job_id, "out")
     batch_err = _usable(info.stderr_path if info else None) or paths.log_file(name, job_id, "err")
+    if not found and info is not None and info.from_accounting and info.work_dir and not (
+            _usable(info.stdout_path)):
+        # not an rv log and sacct (22.05: no StdOut) gave no -o: Slurm's default file
+        batch_out = batch_err = f"{info.work_dir.rstrip('/')}/slurm-{job_id}.out"
     batch = (LogSource(batch_out, None, "out"), LogSource(batch_err, None, "err"))
     if batch_out == batch_err:  # --output and --error to one file
         batch = (LogSource(batch_out, None, "out"),)
