@@ -225,3 +225,49 @@ def test_ps_stop_and_prune_treat_the_chain_as_one_job(capsys, rv_home, own_jobs,
     state, chain = asyncio.run(after())
     assert state == "CANCELLED"
     assert chain == segs[:2]  # and nothing resubmitted after the stop
+
+
+# ----------------------------------------------------------------------------- demo cluster
+
+async def test_demo_chain_is_one_job_too(tmp_path, monkeypatch) -> None:
+    """The simulated Rivanna plays the same chain (segments file, rvgroup comment): follow ends
+    on the last segment, ps groups every segment, stop resolves to the whole chain."""
+    monkeypatch.setenv("RV_HOME", str(tmp_path / "rv-home"))
+    from rv_tui.allocator.model import Request
+    from rv_tui.allocator.race import Race
+    from rv_tui.cli.ps import collect, resolve_targets
+    from rv_tui.cluster.demo import DemoCluster
+    from rv_tui.jobs.launch import build_entries
+    from rv_tui.jobs.store import GroupStore, new_group_id, read_segments
+    from rv_tui.logs.events import JobEnded, JobStatus
+    from rv_tui.logs.follow import RESUBMITTED, follow
+    from test_race import strategy
+
+    cluster = DemoCluster(seed=3, speed=600)
+    s = replace(strategy("a6000", gpn=1, walltime_s=3600), id="a6000-ckpt", kind=StrategyKind.CHECKPOINT,
+                total_time_s=3 * 3600)
+    gid = new_group_id()
+    entries = build_entries(cluster, None, Request(gpus=1, command="python train.py", name="ck"), [s], gid)
+    store = GroupStore()
+    race = Race(cluster, entries, group_id=gid, store=store)
+    await race.run()
+    winner = race.result.winner_id
+    assert winner is not None
+    seen_ps = False
+    events = []
+    async for ev in follow(cluster, winner, poll=0.5):
+        if isinstance(ev, (JobStatus, JobEnded)):
+            events.append(ev)
+        if isinstance(ev, JobStatus) and ev.state == RESUBMITTED and not seen_ps:
+            seen_ps = True  # mid-chain: ps and stop see the whole chain
+            data = await collect(cluster, store, True)
+            group = next(g for g in data["groups"] if g["group_id"] == gid)
+            assert [r["segment"] for r in group["jobs"]][:2] == [1, 2], group
+            ids, rec = await resolve_targets(cluster, store, gid)
+            assert rec is not None and set(rec.segments) <= set(ids)
+    chain = await read_segments(cluster, gid)
+    ended = events[-1]
+    assert isinstance(ended, JobEnded) and ended.job_id == chain[-1] and len(chain) >= 2, (events, chain)
+    assert ended.state == "COMPLETED" and seen_ps
+    handovers = [e for e in events if isinstance(e, JobStatus) and e.state == RESUBMITTED]
+    assert [e.job_id for e in handovers] == list(chain[:-1])

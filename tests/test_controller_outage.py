@@ -198,12 +198,13 @@ async def test_race_survives_slurmctld_restart(rv_home, own_jobs, slurm_cluster)
         assert task is not None
         await task
         final = await wait_all_ended(cluster, race.job_ids, timeout=120)
-        runs = (await cluster.read_file(marker)).decode().split()
+        runs = (await cluster.exec(f"cat {q(marker)} 2>/dev/null; true")).stdout.split()
     finally:
         await cluster.close()
+    story = ([e.describe() for e in events], {j: (i.state, i.reason) for j, i in final.items()})
     assert fault.get("down_s", 0) >= 15 and fault["release"][0] == 0, fault
-    assert race.result.winner_id is not None, [e.describe() for e in events]
-    assert runs == [race.result.winner_id]
+    assert race.result.winner_id is not None, story
+    assert runs == [race.result.winner_id], (runs, story)
     assert not [j for j in final.values() if j.state == "PENDING"]
     assert final[race.result.winner_id].state == "COMPLETED"
     notes = [e.message for e in events if e.kind is RaceEventKind.NOTE]

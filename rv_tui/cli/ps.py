@@ -9,6 +9,7 @@ ids that already ended are not an error.
 from __future__ import annotations
 
 import argparse
+import asyncio
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -88,6 +89,21 @@ def job_row(info: JobInfo | None, job_id: str, rec: GroupRecord | None, now: dat
     }
 
 
+async def with_chains(cluster: Cluster, records: list[GroupRecord]) -> list[GroupRecord]:
+    """Records whose checkpoint winner's chain was not read with the remote records (the demo,
+    or an unreadable group.json) get it from ``<group_dir>/segments``."""
+    todo = [i for i, r in enumerate(records[:30]) if r.winner and not r.segments
+            and (r.job(r.winner) is not None and r.job(r.winner).kind == "checkpoint")]  # type: ignore[union-attr]
+    if not todo:
+        return records
+    chains = await asyncio.gather(*(read_segments(cluster, records[i].id) for i in todo))
+    out = list(records)
+    for i, segs in zip(todo, chains):
+        if segs:
+            out[i] = out[i].with_(segments=segs)
+    return out
+
+
 def group_state(rows: Sequence[dict[str, Any]]) -> str:
     for r in rows:
         if r["state"] in ("RUNNING", "CONFIGURING", "COMPLETING"):
@@ -100,7 +116,7 @@ def group_state(rows: Sequence[dict[str, Any]]) -> str:
 async def collect(cluster: Cluster, store: GroupStore, include_finished: bool) -> dict[str, Any]:
     """Active jobs grouped by request (+ other jobs); what both ps outputs are rendered from."""
     active = await cluster.jobs()
-    records = merge_records(store.all(), await fetch_remote_records(cluster))
+    records = await with_chains(cluster, merge_records(store.all(), await fetch_remote_records(cluster)))
     index: dict[str, GroupRecord] = {}
     for rec in records:
         for jid in rec.all_job_ids:  # a checkpoint chain's later segments belong to the group
@@ -217,7 +233,7 @@ async def ps_main(args: argparse.Namespace) -> int:
 
 async def resolve_targets(cluster: Cluster, store: GroupStore, target: str) -> tuple[list[str], GroupRecord | None]:
     """Job ids to cancel for ``target`` (job id, group id, or name) and the group it belongs to."""
-    records = merge_records(store.all(), await fetch_remote_records(cluster))
+    records = await with_chains(cluster, merge_records(store.all(), await fetch_remote_records(cluster)))
     for rec in records:
         if rec.id == target:
             return rec.all_job_ids, rec

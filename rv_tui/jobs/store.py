@@ -438,10 +438,10 @@ async def read_segments(cluster: "Cluster", group_id: str) -> tuple[str, ...]:
     """The group's chain as the cluster knows it (empty when there is none or it is unreadable)."""
     path = group_segments_path(cluster.scratch, group_id)
     try:
-        res = await cluster.exec(f"cat {q(path)} 2>/dev/null; exit 0", timeout=30)
-    except Exception:
+        data = await cluster.read_file(path)
+    except Exception:  # noqa: BLE001 - no chain (no file yet) or unreadable: nothing to follow
         return ()
-    return parse_segments(res.stdout)
+    return parse_segments(data.decode(errors="replace"))
 
 
 async def next_segment(cluster: "Cluster", job_id: str, info: "JobInfo | None") -> str | None:

@@ -411,6 +411,7 @@ class Simulation:
                 self.groups[gid] = job.chain_root
                 # the same layout the job templates create: mkdir claim, owner file inside
                 self.fs.write(f"{self.paths.group_dir(gid)}/claim/owner", f"{job.id}\n", 0o600)
+                self.fs.append_line(f"{self.paths.group_dir(gid)}/segments", str(job.id))  # chain starts
                 self._push(self.t + SIBLING_CANCEL_DELAY, "group_cancel", (gid, job.id))
             gres = f"gpu:{job.gres_type}:{job.gpus_per_node}" if job.gres_type else "cpu"
             ctx = JobContext(job_id=str(job.id), name=job.name, command=sub.command,
@@ -478,6 +479,8 @@ class Simulation:
         assert sub is not None
         new = self._add_user_job(sub, chain_root=job.chain_root, total_elapsed=total)
         self._write(job, "out", None, f"Submitted batch job {new.id}")
+        if sub.group_id is not None:  # as the template's epilogue does: the chain's next segment
+            self.fs.append_line(f"{self.paths.group_dir(sub.group_id)}/segments", str(new.id))
 
     # ------------------------------------------------------------------ output
 
@@ -774,6 +777,8 @@ class Simulation:
             start_time=to_datetime(start) if start is not None else None,
             submit_time=to_datetime(job.submit), exit_code=job.exit_code, exit_signal=job.exit_signal,
             stdout_path=job.stdout, stderr_path=job.stderr, restart_count=job.restarts,
+            comment=(f"rvgroup:{job.submission.group_id}"
+                     if job.submission is not None and job.submission.group_id else None),
         )
 
     def snapshot(self) -> ClusterSnapshot:
