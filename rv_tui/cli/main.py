@@ -23,7 +23,9 @@ COMMAND_MODULES = (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser, or (``only``) just one command module's: ``rv ps`` need not import the
+    modules of every other command (half of a warm command's start-up)."""
     parser = argparse.ArgumentParser(
         prog="rv",
         description="GPU computing on a Slurm cluster over SSH: smart allocator, jobs, logs, TUI.",
@@ -36,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="demo cluster time speed-up (e.g. 60)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
+        if only is not None and name != only:
+            continue
         try:
             module = importlib.import_module(f"rv_tui.cli.{name}")
         except ModuleNotFoundError as exc:
@@ -46,8 +50,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _command_word(argv: list[str]) -> str | None:
+    """The sub-command named on the command line (skipping the global options), if any."""
+    it = iter(argv)
+    for word in it:
+        if word in ("--seed", "--speed"):
+            next(it, None)
+        elif not word.startswith("-"):
+            return word
+        elif word in ("-h", "--help", "--version"):
+            return None
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    word = _command_word(sys.argv[1:] if argv is None else list(argv))
+    parser = build_parser(word if word in COMMAND_MODULES else None)
     args = parser.parse_args(argv)
     if args.command is None:
         from rv_tui.cli.tui import run_tui
