@@ -291,3 +291,27 @@ async def test_race_pane_is_frozen_after_the_win(home: Path) -> None:
         await pilot.pause()
         assert not any("cancel" in r.command for r in app.command_log.records()
                        if winner in r.command)
+
+
+async def test_logs_unpause_for_the_next_job_and_e_says_when_stderr_is_empty(home: Path) -> None:
+    from rv_tui.tui.widgets.logview import LogView
+
+    app, cluster = make_app(home)
+    tick = lambda: cluster.advance(2)  # noqa: E731
+    async with app.run_test(size=(160, 48)) as pilot:
+        await flows.wait_for(pilot, lambda: app.state.snapshot, "first poll")
+        await flows.launch_race(pilot, "python train.py", tick=tick)
+        view = await flows.open_winner_logs(pilot, "[rv] command: python train.py", tick=tick)
+        await pilot.press("f")
+        assert view.follow is False
+        await pilot.press("4", "l")  # follow a job again: a pause was for the previous follow
+        await pilot.pause()
+        assert view.follow is True
+        await flows.wait_for(pilot, lambda: view.total > 0, "log lines", tick=tick)
+        has_err = any(e.stream == "err" for e in view.entries)
+        await pilot.press("e")
+        await pilot.pause()
+        if not has_err:
+            assert any("nothing to stderr" in n.message for n in app._notifications)
+            assert "nothing on stderr" in view.empty_reason()
+            assert view.rows == []

@@ -76,3 +76,23 @@ async def test_launch_submits_the_edited_form_on_the_real_cluster(rv_home: Path,
             assert app.focused is app.query_one("#race-lanes")
     finally:
         await cluster.close()
+
+
+async def test_the_dashboard_starts_the_daily_keepalive(rv_home: Path) -> None:
+    from rv_tui.workspace.keepalive import stamp_path
+
+    stamp_path().unlink(missing_ok=True)
+    cfg = rv_home / "config.toml"
+    cfg.write_text(cfg.read_text().replace("[scratch_keepalive]\nenabled = false",
+                                           "[scratch_keepalive]\nenabled = true"))
+    cluster = await open_cluster(load_config(rv_home / "config.toml"))
+    app = RvApp(cluster, config_path=rv_home / "config.toml", poll_interval=3600.0,
+                probe_windows=False, cwd=rv_home.parent)
+    try:
+        async with app.run_test(size=(120, 40)) as pilot:
+            await flows.wait_for(pilot, lambda: app.command_log is not None and any(
+                "nohup sh -c" in r.command for r in app.command_log.records()),
+                "the keepalive command", 60)
+            assert stamp_path().exists()
+    finally:
+        await cluster.close()

@@ -50,14 +50,14 @@ STATE_SHORT = {"OUT_OF_MEMORY": "OOM", "CONFIGURING": "CONFIG", "COMPLETING": "E
 #: (key, title, width) — fixed widths; the command column takes what is left (>= 8).
 COLUMNS: tuple[tuple[str, str, int], ...] = (
     ("job", "job", 10),
-    ("name", "name", 14),
+    ("name", "name", 12),
     ("state", "state", 9),
     ("exit", "exit", 4),
-    ("partition", "partition", 9),
+    ("partition", "partition", 11),
     ("gpus", "GPUs", 9),
     ("elapsed", "elapsed", 7),
     ("eta", "ETA", 8),
-    ("where", "why pending / where", 18),
+    ("where", "why pending/where", 18),
 )
 #: DataTable pads each cell by one on both sides.
 CELL_PAD = 2
@@ -173,9 +173,9 @@ class JobsPane(KeyGuard, Vertical):
         state = STATE_SHORT.get(job.state, job.state)
         style = "dim" if dim else ""
         return (
-            Text(f"  {job.job_id}", style=style), Text(cut(job.name, 14), style=style),
+            Text(f"  {job.job_id}", style=style), Text(cut(job.name, 12), style=style),
             Text(state, style=STATE_STYLE.get(job.state, "")), exit_text(job),
-            Text(cut(job.partition, 9), style=style), Text(cut(gpus_text(job), 9), style=style),
+            Text(cut(job.partition, 11), style=style), Text(cut(gpus_text(job), 9), style=style),
             Text(format_human(job.elapsed_s) if job.elapsed_s else "", justify="right", style=style),
             Text(eta(job, now), justify="right"),
             Text(cut(where, 18), style="italic" if job.state == "PENDING" else style), Text(""),
@@ -217,7 +217,7 @@ class JobsPane(KeyGuard, Vertical):
             rec = recs.get(key)
             name = rec.name if rec else "other jobs"
             rows.append((f"group:{key}", (
-                Text("▾", style="bold"), Text(cut(name, 14), style="bold"),
+                Text("▾", style="bold"), Text(cut(name, 12), style="bold"),
                 Text(rec.state if rec else "", style="bold"), "", "", "", "", "", "",
                 Text(cut(rec.command or "" if rec else "", width), style="bold"))))
             for job in grouped[key]:
@@ -234,7 +234,7 @@ class JobsPane(KeyGuard, Vertical):
                 continue
             self.groups.setdefault(rec.winner, rec)
             rows.append((f"group:{rec.id}", (
-                Text("▸", style="bold dim"), Text(cut(rec.name, 14), style="bold dim"),
+                Text("▸", style="bold dim"), Text(cut(rec.name, 12), style="bold dim"),
                 Text("finished", style="dim"), "", "", "", "", "", "",
                 Text(cut(rec.command or "", width), style="dim"))))
             if final is not None:
@@ -243,7 +243,7 @@ class JobsPane(KeyGuard, Vertical):
             else:
                 lookup.append(rec.winner)
                 rows.append((rec.winner, (
-                    Text(f"  {rec.winner}", style="dim"), Text(cut(rec.name, 14), style="dim"),
+                    Text(f"  {rec.winner}", style="dim"), Text(cut(rec.name, 12), style="dim"),
                     Text("ENDED", style="blue"), "", "", "", "", "",
                     Text("left the queue", style="dim italic"), "")))
         self.jobs = shown

@@ -227,6 +227,10 @@ class RacePane(KeyGuard, Vertical):
         text = event.describe() if hasattr(event, "describe") else str(event)
         # the engine's own client-side "after 1.2s": the timeline already stamps each event
         text = re.sub(r" after \d+(?:\.\d+)?s$", "", text)
+        eta = getattr(event, "eta", None)
+        if eta is not None:  # one clock: the cluster's estimate says its zone (and the date)
+            text = text.replace(f"est. start {eta:%H:%M:%S}",
+                                f"est. start {cluster_time(eta, self.cluster_now)}")
         self._add_event(kind, text)
         self.redraw()
 

@@ -160,7 +160,7 @@ def render_timeline(lanes: Sequence[TimelineLane], now: float, width: int, heigh
         return _fit(head, width)
     span = max(now, 1.0, *(v for ln in lanes for v in (ln.submitted, ln.started, ln.ended)
                            if v is not None))
-    labels = [ln.label[:24] for ln in lanes]
+    labels = [ln.label if len(ln.label) <= 30 else ln.label[:29] + "…" for ln in lanes]
     n = len(lanes)
 
     def draw(plt: Any, fig: Any) -> None:
