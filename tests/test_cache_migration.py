@@ -108,7 +108,7 @@ async def test_full_scratch_keeps_both_copies_then_migrates(ssh: SshCluster, bas
     hf = home / ".cache" / "huggingface"
     hf.mkdir(parents=True)
     fill_home_cache(hf, newline_name=False)
-    target = base / "full"
+    target = base / "full scratch 'q' $(id)"
     target.mkdir()
     (target / "keep.txt").write_text("already on scratch")
     chown_tree(base)
@@ -137,11 +137,18 @@ async def test_full_scratch_keeps_both_copies_then_migrates(ssh: SshCluster, bas
 
         # room on scratch again -> it migrates, every file matches, the old scratch file stays
         subprocess.run(["mount", "-o", "remount,size=4m", str(target)], check=True)
+        stale = target / ".rv-migrate.stale1"  # what a killed run would leave: cleaned after an hour
+        stale.mkdir()
+        (stale / "partial").write_bytes(b"x" * 10)
+        os.lchown(stale, pw.pw_uid, pw.pw_gid)
+        os.lchown(stale / "partial", pw.pw_uid, pw.pw_gid)
+        os.utime(stale, (1, 1))
         res = await cluster.exec(link_script("huggingface", str(target)))
         assert "RVCACHE migrated" in res.stdout, res.stdout + res.stderr
         assert hf.is_symlink() and os.readlink(hf) == str(target)
         got = tree_digest(target)
         assert got.pop("keep.txt") and got == before
+        assert not stale.exists()
         assert not [n for n in os.listdir(home / ".cache") if n.startswith(".rv-old")]
         assert stat.S_IMODE((target / "token").stat().st_mode) == 0o600
     finally:
@@ -158,7 +165,7 @@ async def test_shared_hf_cache_gets_models_only_and_keeps_its_mode(ssh: SshClust
     hf.mkdir(parents=True)
     fill_home_cache(hf)
     before = tree_digest(hf)
-    shared = base / "group" / ".cache" / "huggingface"
+    shared = base / "group $(id) dir" / ".cache" / "hugging 'face'"
     shared.mkdir(parents=True)
     (shared / "hub" / "models--other--kept").mkdir(parents=True)
     (shared / "hub" / "models--other--kept" / "w").write_text("a colleague's model")

@@ -83,6 +83,8 @@ mkdir -p "$hc" "$t" || {{ rvfail "cannot create $t"; exit 0; }}
 if [ -L "$h" ]; then
   if [ "$(readlink "$h")" = "$t" ]; then echo "RVCACHE ok"; else ln -sfn "$t" "$h" && echo "RVCACHE relinked"; fi
 elif [ -d "$h" ]; then
+  # a staging copy an interrupted run left (older than an hour: no run still uses it)
+  find "$t" -mindepth 1 -maxdepth 1 -name '.rv-migrate.*' -user "$(id -u)" -mmin +60 -exec rm -rf -- {{}} + 2>/dev/null
   err=$(mktemp "${{TMPDIR:-/tmp}}/rvcache.XXXXXXXX") || {{ rvfail "cannot create a temp file in ${{TMPDIR:-/tmp}}; $h left in place"; exit 0; }}
   stage=$(mktemp -d "$t/.rv-migrate.XXXXXXXX" 2>"$err") || {{ rvfail "cannot create a staging directory in $t: $(head -c 300 "$err"); $h left in place"; rm -f "$err"; exit 0; }}
   why=""
@@ -150,6 +152,7 @@ for tok in "$s/token" "$s/stored_tokens"; do
   [ -e "$tok" ] && [ -O "$tok" ] && echo "RVCACHE-TOKEN warning $tok is your Hugging Face token in the shared cache: move it to {private}/ and run: hf auth login"
 done
 n=0; bad=""
+find "$hub" -mindepth 1 -maxdepth 1 -name '.rv-share.*' -user "$(id -u)" -mmin +60 -exec rm -rf -- {{}} + 2>/dev/null
 if [ -d "$p" ]; then
   for e in "$p"/models--* "$p"/datasets--* "$p"/spaces--*; do
     [ -d "$e" ] && [ ! -L "$e" ] || continue
