@@ -557,16 +557,6 @@ def ensure_mariadb() -> None:
         raise RuntimeError(f"{e}\n{tail(P.logs / 'mariadb.log')}") from None
 
 
-def forget_old_jobs() -> None:
-    """A cold slurmctld (-c) restarts job ids at FirstJobId: drop the previous run's job records
-    so sacct never mixes an old job with a new one of the same id."""
-    r = sql("SELECT table_name FROM information_schema.tables WHERE table_schema='slurm_acct_db'"
-            " AND table_name LIKE 'rivanna-test\\_%'", check=False)
-    tables = [t for t in r.stdout.split() if t.endswith(("_job_table", "_step_table"))]
-    if tables:
-        sql("; ".join(f"TRUNCATE TABLE slurm_acct_db.`{t}`" for t in tables))
-
-
 def dbd_listening() -> bool:
     s = socket.socket()
     s.settimeout(0.2)
@@ -670,12 +660,13 @@ def cold() -> bool:
         pid_alive(slurmd_pid_file(n), f"slurmd -N {n}") for n in all_nodes())
 
 
-def ensure_accounting(fresh: bool) -> None:
+def ensure_accounting() -> None:
     """MariaDB, slurmdbd, associations and QOS: all before slurmctld, which needs its partition
     QOS to exist."""
     ensure_mariadb()
-    if fresh:
-        forget_old_jobs()
+    # The job records stay across cold starts (sacct history of the shared cluster; job ids
+    # keep counting up after slurmctld -c on this setup, and sacct shows the newest record of a
+    # reused id anyway).
     ensure_slurmdbd()
     ensure_associations()
 
@@ -931,7 +922,7 @@ def start() -> dict:
     ensure_munge()
     fresh = cold()
     if ACCOUNTING:
-        ensure_accounting(fresh)
+        ensure_accounting()
     start_slurm(clear_state=fresh)
     if ACCOUNTING:
         ensure_gpu_limits()
