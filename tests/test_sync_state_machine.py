@@ -237,3 +237,28 @@ def test_sync_state_machine_real_cluster(rv_home: Path) -> None:
     Real.TestCase.settings = settings(max_examples=20, stateful_step_count=10, deadline=None,
                                       database=None, suppress_health_check=list(HealthCheck))
     Real.TestCase().runTest()
+
+
+def test_without_git_gitignore_and_rvignore_keep_remote_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The walk mode (no git): a folder that .gitignore or .rvignore starts excluding stays remotely."""
+    monkeypatch.setenv("RV_HOME", str(tmp_path / "rv-home"))
+    cluster = LocalShellCluster(str(tmp_path / "scratch"))
+    code = f"{tmp_path}/scratch/rv-workspaces/p/main/code"
+    root = tmp_path / "p"
+    for rel in ["train.py", "data/a.csv", "logs/x.txt", "gone.py"]:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(rel)
+    asyncio.run(sync.push(cluster, root, code))
+    (root / ".gitignore").write_text("data/\n")
+    (root / ".rvignore").write_text("logs/\n")
+    shutil.rmtree(root / "logs")
+    (root / "gone.py").unlink()
+    plan = asyncio.run(sync.push(cluster, root, code)).plan
+    assert plan.delete == ["gone.py"]
+    got = asyncio.run(remote_entries(cluster, code))
+    assert {"data/a.csv", "logs/x.txt", "train.py", ".gitignore", ".rvignore"} == set(got)
+    assert stat_mode(f"{tmp_path}/scratch/rv-workspaces") == 0o700
+
+
+def stat_mode(path: str) -> int:
+    return os.stat(path).st_mode & 0o777
