@@ -10,6 +10,7 @@ and compares their effects.
 """
 from __future__ import annotations
 
+import shlex
 import subprocess
 import tempfile
 from pathlib import Path
@@ -319,3 +320,26 @@ def test_preflight_reads_the_script_of_a_shell_string(tmp_path: Path) -> None:
     root = make_project(tmp_path / "proj")
     assert entry_script(root, "python a.py;echo done") == root / "a.py"
     assert entry_script(root / "src", "cd .. && python3 train.py > log") == root / "src" / "train.py"
+
+
+@pytest.mark.parametrize("nodes", [1, 2])
+def test_torchrun_rendezvous_comes_from_pet_variables_not_edits(tmp_path: Path, nodes: int) -> None:
+    """torchrun reads PET_<FLAG> for each flag it is not given, so the job exports those instead
+    of inserting flags into the command; on multi-node each task gets its own PET_NODE_RANK."""
+    command = "torchrun --nproc_per_node=2 a.py && echo ok"
+    script = build_script(ctx(command, tmp_path), strat(nodes=nodes))
+    args = job_received(script)
+    assert args[-1] == command
+    probe = 'printf "%s|%s|%s|%s" "$PET_MASTER_PORT" "${PET_NNODES-}" "${PET_MASTER_ADDR-}" "${PET_NODE_RANK-}"'
+    start = script.index("\n_rv_cmd=") + 1
+    exports = next(ln for ln in script[start:].splitlines() if ln.startswith("export PET_"))
+    env = {"PATH": "/usr/bin:/bin", "MASTER_PORT": "29555", "SLURM_NNODES": str(nodes), "MASTER_ADDR": "n1",
+           "SLURM_PROCID": "1", "SLURM_NTASKS": str(nodes)}
+    if nodes == 1:
+        out = subprocess.run(["/bin/bash", "-c", exports + "\n" + probe], capture_output=True, text=True, env=env)
+        assert out.stdout == "29555|||"
+    else:
+        task = args[args.index("-c") + 1]  # srun ... bash -c <task> rv-task <command>
+        out = subprocess.run(["/bin/bash", "-c", exports + "\n" + f"bash -c {shlex.quote(task)} rv-task {shlex.quote(probe)}"],
+                             capture_output=True, text=True, env=env)
+        assert out.stdout == "29555|2|n1|1", out.stderr
