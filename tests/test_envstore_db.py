@@ -322,3 +322,26 @@ async def test_missing_store_is_empty_and_first_set_creates_it_private(scratch: 
     finally:
         await c.close()
 
+
+
+def test_rv_env_list_and_rm_show_hand_written_lines_as_written(tmp_path, monkeypatch, capsys) -> None:
+    """On the demo (persisted between commands): the CLI lists a hand-written expansion as written
+    and `rv env rm` of it says the line stays."""
+    import json as _json
+
+    from rv_tui.cli.main import main
+    from rv_tui.cluster.demo import DemoCluster
+
+    monkeypatch.setenv("RV_HOME", str(tmp_path / "home"))
+    assert main(["--demo", "env", "set", "PLAIN", "1"]) == 0
+    demo = DemoCluster(persist=True)
+    path = RemotePaths(demo.scratch).env_file
+    demo.sim.fs.write(path, bytes(demo.sim.fs.read(path)) + PATH_LINE.encode(), 0o600)
+    demo.save()
+    capsys.readouterr()
+    assert main(["--demo", "env", "list", "--json"]) == 0
+    listed = _json.loads(capsys.readouterr().out)
+    assert listed["vars"]["PATH"] == '"$HOME/.local/bin:$PATH"' and listed["expanded_in_job"] == {"PATH": 3}
+    assert main(["--demo", "env", "rm", "PATH"]) == 0
+    out = capsys.readouterr().out
+    assert "was not set by rv env" in out and "line 3" in out and "left as written" in out

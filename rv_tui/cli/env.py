@@ -7,7 +7,7 @@ from pathlib import Path
 
 from rv_tui.cli.common import cluster_from_args, print_json
 from rv_tui.errors import RvError
-from rv_tui.workspace.envstore import EnvStore, mask, validate_key
+from rv_tui.workspace.envstore import EnvStore, effective, mask, validate_key
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -54,15 +54,17 @@ async def _set(args: argparse.Namespace) -> int:
 
 async def _list(args: argparse.Namespace) -> int:
     async with cluster_from_args(args) as cluster:
-        variables = await EnvStore(cluster).list()
-    shown = {k: (v if args.reveal else mask(v, key=k)) for k, v in variables.items()}
+        decisive = effective(await EnvStore(cluster).entries())
+    shown = {k: (e.shown if args.reveal else mask(e.shown, key=k)) for k, e in decisive.items()}
+    # a line rv did not write whose value the job's shell expands ($HOME, $PATH): shown as written
+    expr = {k: e.line for k, e in decisive.items() if not e.managed and e.value is None}
     if args.json:
-        print_json({"vars": shown})
+        print_json({"vars": shown, "expanded_in_job": expr})
     elif not shown:
         print("no variables set (rv env set KEY VALUE, or rv env import .env)")
     else:
         for k, v in shown.items():
-            print(f"{k}={v}")
+            print(f"{k}={v}" + (f"    (your line {expr[k]}, expanded by the job's shell)" if k in expr else ""))
     return 0
 
 
