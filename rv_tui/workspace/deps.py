@@ -13,6 +13,12 @@ two launches installing into one venv; pyproject projects get their *dependencie
 the project itself is put on ``PYTHONPATH`` from the job's snapshot, instead of an editable
 install that points at the mutable ``code/`` directory.  uv is used when the cluster has it
 (``uv pip install``, never ``uv sync``), else ``python3 -m venv`` + pip.
+
+The venv is created with the cluster's Python: the module system's (``module load`` of
+:data:`PYTHON_MODULE`, the one the job templates load too) when the login node has one, else the
+login shell's ``python3``; a venv whose Python no longer matches (major.minor) is re-created.
+The requirements never appear on a command line (``ps`` on a login node shows every user's):
+they are uploaded as a 0600 file and installed with ``-r``, also for the per-package retry.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from rv_tui.cluster.base import Cluster
 from rv_tui.errors import RvError
 from rv_tui.masking import mask_secrets
 from rv_tui.paths import RemotePaths
-from rv_tui.quoting import join, q
+from rv_tui.quoting import q
 
 PHASE2_FILE = ".rv-phase2.txt"
 HASH_FILE = ".rv-deps-hash"

@@ -38,7 +38,6 @@ from rv_tui.workspace.deps import (
 from rv_tui.workspace.project import Project, detect_project, find_root
 
 ENTRY_SUFFIXES = (".py", ".sh", ".bash")
-PYTHON_WORDS = ("python", "python3")
 
 
 @dataclass
