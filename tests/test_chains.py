@@ -117,9 +117,10 @@ async def _wait_segments(cluster, gid: str, n: int, timeout: float = 150) -> tup
 
 @pytest.mark.cluster
 @pytest.mark.slow
-async def test_follow_ends_with_the_chains_final_state(rv_home, own_jobs, slurm_cluster) -> None:
+async def test_follow_ends_with_the_chains_final_state(capsys, rv_home, own_jobs, slurm_cluster) -> None:
     """Segment 1 is cut by its timeout and resubmits; segment 2 fails with 5: following segment 1
-    must end with FAILED/5 on segment 2 (rv run -f's exit code), not COMPLETED/0."""
+    must end with FAILED/5 on segment 2 (rv run -f's exit code), not COMPLETED/0; ``rv logs -f``
+    of segment 1 exits 5 too, and plain ``rv logs`` of it shows it and names the next segment."""
     from rv_tui.cli.run import follow_job
     from rv_tui.logs.follow import RESUBMITTED
     from rv_tui.quoting import q
@@ -143,6 +144,15 @@ async def test_follow_ends_with_the_chains_final_state(rv_home, own_jobs, slurm_
     assert runs == [winner, segs[1]]
     assert "failing" in buf.getvalue()  # segment 2's output was followed too
     assert RESUBMITTED  # the hand-over is announced (printed on stderr by follow_job)
+    from rv_tui.cli.main import main as rv_main
+
+    capsys.readouterr()
+    assert await asyncio.to_thread(rv_main, ["logs", "-f", winner]) == 5
+    out, err = capsys.readouterr()
+    assert "failing" in out and f"checkpoint segment {winner} done" in err, (out, err)
+    assert await asyncio.to_thread(rv_main, ["logs", winner]) == 0
+    out, err = capsys.readouterr()
+    assert "failing" not in out and f"continues as job {segs[1]}" in err, (out, err)
 
 
 @pytest.mark.cluster

@@ -174,21 +174,29 @@ async def _show(cluster, job_id: str, args: argparse.Namespace) -> int:  # type:
     finished = info is None or info.is_terminal
     r = Renderer(sys.stdout, multi_node=logs.multi_node, both_streams=len(streams) == 2,
                  raw=args.raw, as_json=args.json, tty=sys.stdout.isatty())
-    ring = LogRing(args.max_lines) if finished else None
+    # a finished checkpoint segment shows its own logs; -f follows the rest of its chain live
+    chain = not finished or bool(getattr(args, "follow", False))
+    ring = LogRing(args.max_lines) if finished and not chain else None
     # a finished job shows at most --max-lines: only that tail of each file is read (on the cluster)
     last = args.tail if args.tail is not None else (args.max_lines if finished else None)
     ended: JobEnded | None = None
     async for ev in follow(cluster, job_id, node=args.node, streams=streams, last=last,  # type: ignore[arg-type]
-                           known=(info, logs)):
+                           known=(info, logs), chain=chain):
         if isinstance(ev, LogLine):
             if ring is not None:
                 ring.append(ev)
             else:
                 r.feed(ev)
         elif isinstance(ev, JobStatus):
-            if not args.json and ev.state == "PENDING":
+            if not args.json and ev.state == "RESUBMITTED":  # a checkpoint chain hands over
+                r.close_progress()
+                err(f"rv: checkpoint segment {ev.job_id} done; the chain {ev.reason or 'continues'}")
+            elif not args.json and ev.state == "UNKNOWN":  # slurmctld not answering: still following
+                r.close_progress()
+                err(f"rv: job {ev.job_id}: {ev.reason or 'Slurm is not answering'}")
+            elif not args.json and ev.state == "PENDING":
                 why = f" ({ev.reason})" if ev.reason else ""
-                err(f"rv: job {job_id} is pending{why}; waiting for it to start...")
+                err(f"rv: job {ev.job_id} is pending{why}; waiting for it to start...")
             elif not args.json and not finished:
                 r.close_progress()
                 err(f"rv: following job {job_id} ({ev.state}); Ctrl-C stops following, not the job")
@@ -200,6 +208,12 @@ async def _show(cluster, job_id: str, args: argparse.Namespace) -> int:  # type:
         for line in ring:
             r.feed(line)
     r.finish()
+    if finished and not chain and not args.json and ended is not None and ended.state == "COMPLETED":
+        from rv_tui.jobs.store import next_segment
+
+        nxt = await next_segment(cluster, job_id, info)
+        if nxt:
+            err(f"rv: this checkpoint segment's chain continues as job {nxt} (`rv logs -f {job_id}` follows it)")
     if ended is None:
         return 1
     if args.json:
@@ -207,8 +221,9 @@ async def _show(cluster, job_id: str, args: argparse.Namespace) -> int:  # type:
     else:
         how = f"exit {ended.exit_code}"
         err(f"rv: job {job_id} {'finished' if not finished else 'ended'}: {ended.state} ({how})")
-    # a job we followed to its end: exit with its code; an already finished job: we showed it
-    return ended.exit_code if not finished else 0
+    # a job we followed to its end (or into its checkpoint chain): exit with its code; an
+    # already finished job: we showed it
+    return ended.exit_code if not finished or ended.job_id != job_id else 0
 
 
 async def _pull(cluster, job_id: str, dest: Path, as_json: bool) -> int:  # type: ignore[no-untyped-def]
