@@ -171,6 +171,12 @@ async def test_tail_reads_only_the_tail_on_the_cluster(private) -> None:
         got = [ev.text for ev in [e async for e in follow(c, job_id, last=3, streams=("out",))]
                if isinstance(ev, LogLine)]
         assert got == [f"line {n}" for n in (2_999_998, 2_999_999, 3_000_000)]
+        # no --tail (the TUI, rv run -f of a finished job): a bounded backlog, also read remotely
+        from rv_tui.logs.merge import BACKLOG_LINES
+
+        backlog = [ev.text for ev in [e async for e in follow(c, job_id, streams=("out",))]
+                   if isinstance(ev, LogLine)]
+        assert len(backlog) == BACKLOG_LINES and backlog[-1] == "line 3000000"
         sftp = [r.command for r in c.pool.command_log.records() if r.command.startswith("sftp read")]
         assert not any(out in cmd for cmd in sftp), sftp  # the 20 MB file never went over SFTP
     finally:

@@ -48,6 +48,11 @@ async def merge_stream(cluster: Cluster, sources: Sequence[LogSource], *, from_s
             await aclose()
 
 
+#: The most of one finished file a one-shot read holds without ``last`` (a full LogRing and more).
+BACKLOG_LINES = 100_000
+BACKLOG_BYTES = 16 * 1024 * 1024
+
+
 def split_lines(data: bytes) -> list[str]:
     """A file's bytes as lines the way ``tail`` sees them (only ``\\n`` ends a line)."""
     text = data.decode("utf-8", errors="replace")
@@ -63,9 +68,11 @@ async def read_sources(cluster: Cluster, sources: Sequence[LogSource], *, last: 
                        sequencer: Sequencer | None = None) -> tuple[list[LogLine], list[str]]:
     """One-shot read of finished files, in file order; (lines, paths that could not be read).
 
-    With ``last``, only each file's last ``last`` lines are read, on the cluster
-    (``Cluster.tail_file``: ``tail -n`` on the login node), so a multi-GB log never crosses the
-    network or sits in memory; without it the whole file is read.
+    Only each file's tail is read, on the cluster (``Cluster.tail_file``: ``tail -n`` on the
+    login node), so a multi-GB log never crosses the network or sits in memory: its last ``last``
+    lines, or without ``last`` (the TUI, ``rv run -f`` of a finished job) at most
+    :data:`BACKLOG_LINES` lines / :data:`BACKLOG_BYTES` bytes per file (``rv logs --pull`` gets
+    whole files).
     """
     seqr = sequencer or Sequencer(sources)
     out: list[LogLine] = []
@@ -75,7 +82,7 @@ async def read_sources(cluster: Cluster, sources: Sequence[LogSource], *, last: 
             if last is not None and last <= 0:
                 continue
             data = (await cluster.tail_file(src.path, last) if last is not None
-                    else await cluster.read_file(src.path))
+                    else await cluster.tail_file(src.path, BACKLOG_LINES, max_bytes=BACKLOG_BYTES))
         except Exception:  # not written (yet), removed, or unreadable: say so, keep going
             missing.append(src.path)
             continue
