@@ -55,7 +55,7 @@ async def _set(args: argparse.Namespace) -> int:
 async def _list(args: argparse.Namespace) -> int:
     async with cluster_from_args(args) as cluster:
         decisive = effective(await EnvStore(cluster).entries())
-    shown = {k: (e.shown if args.reveal else mask(e.shown, key=k)) for k, e in decisive.items()}
+    shown = {k: (e.shown if args.reveal else mask(e.shown, key=k)) for k, e in sorted(decisive.items())}
     # a line rv did not write whose value the job's shell expands ($HOME, $PATH): shown as written
     expr = {k: e.line for k, e in decisive.items() if not e.managed and e.value is None}
     if args.json:
