@@ -186,10 +186,10 @@ def test_arbitrary_shell_strings_run_unchanged(tmp_path: Path, s: str) -> None:
     root = tmp_path / "proj"
     if not root.exists():
         make_project(root)
-    command = f"python a.py {s}"
-    plan = plan_command(root, command)
-    assert plan.command == command
-    assert shell_string_of(build_script(ctx(command, tmp_path), strat())) == command
+    for command in (s, f"python a.py {s}", f"bash job.sh && {s}"):
+        plan = plan_command(root, command)
+        assert plan.command == command
+        assert shell_string_of(build_script(ctx(command, tmp_path), strat())) == command
 
 
 def test_argv_with_local_file_is_not_rewritten(tmp_path: Path) -> None:
