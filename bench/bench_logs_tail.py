@@ -129,6 +129,8 @@ def write_config(home: Path, info: dict, port: int, scratch: str) -> None:
     home.mkdir(parents=True, exist_ok=True)
     text = (f'[connection]\nhost = "127.0.0.1"\nhostname = "127.0.0.1"\nuser = "{info["user"]}"\n'
             f'port = {port}\nidentity_file = "{info["identity_file"]}"\nknown_hosts = "{home / "known_hosts"}"\n'
+            # no background agent: the measured process must be the one holding the data
+            f'agent = false\n'
             f'\n[paths]\nscratch = "{scratch}"\n\n[scratch_keepalive]\nenabled = false\n')
     fd = os.open(home / "config.toml", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
