@@ -83,13 +83,12 @@ def _named_scripts(words: list[str], cwd: Path) -> list[tuple[str, Path]]:
     for w in words:
         if not w or w in SEPARATORS or w.startswith("-"):
             continue
-        p = cwd / w
-        if p.suffix in ENTRY_SUFFIXES:
-            try:
-                if p.is_file():
-                    found.append((w, p.resolve()))
-            except OSError:
-                continue
+        try:
+            p = cwd / w
+            if p.suffix in ENTRY_SUFFIXES and p.is_file():
+                found.append((w, p.resolve()))
+        except (OSError, ValueError):  # too long, NUL, unreadable: not a script of ours
+            continue
     return found
 
 
@@ -126,7 +125,7 @@ def plan_command(local_dir: str | Path, command: str | list[str]) -> WorkspacePl
     if inside:
         plan.entry = inside[0][1].relative_to(root).as_posix()
     head = first_program(words)
-    if head is not None and "/" not in head and (cwd / head).suffix in ENTRY_SUFFIXES and (cwd / head).is_file():
+    if head is not None and "/" not in head and any(w == head for w, _ in inside):
         plan.notes.append(f"`{head}` is looked up on PATH, as in your shell; write ./{head} "
                           f"(or python/bash {head}) to run the local file")
     where = f"{plan.subdir}/ of the snapshot" if plan.subdir else "the snapshot"
