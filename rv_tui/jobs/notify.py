@@ -66,9 +66,12 @@ def mail_shell() -> str:
     """Job-script lines, run only by the race's winner: ask Slurm to mail about this job."""
     return (
         "# --- mail: only the winner asks Slurm for mail (#SBATCH --mail-user names the address),\n"
-        "# so cancelled or losing siblings never send any\n"
-        f'scontrol update JobId="$SLURM_JOB_ID" MailType={MAIL_TYPES} >/dev/null 2>&1 || '
-        'echo "[rv] warning: could not switch on Slurm mail for this job" >&2\n'
+        "# so cancelled or losing siblings never send any; retried in the background for a minute\n"
+        "# (a slurmctld restart must neither lose the mail nor delay the command)\n"
+        "( for _rv_m in 1 2 3 4 5 6; do\n"
+        f'    scontrol update JobId="$SLURM_JOB_ID" MailType={MAIL_TYPES} >/dev/null 2>&1 && exit 0\n'
+        "    sleep 10\n"
+        '  done; echo "[rv] warning: could not switch on Slurm mail for this job" >&2 ) &\n'
     )
 
 
