@@ -76,14 +76,16 @@ class _FlakyController:
     scratch = "/nonexistent"
     is_demo = False
 
-    def __init__(self) -> None:
+    def __init__(self, silent: tuple[range, ...] = (range(2, 9),), end_at: int = 10) -> None:
         self.calls = 0
+        self.silent = silent
+        self.end_at = end_at
 
     async def jobs(self, ids=None, **kw):  # noqa: ANN001, ANN003
         self.calls += 1
-        if 2 <= self.calls <= 8:
+        if any(self.calls in r for r in self.silent):
             raise ControllerUnavailable(UNREACHABLE)
-        state = "RUNNING" if self.calls < 10 else "FAILED"
+        state = "RUNNING" if self.calls < self.end_at else "FAILED"
         return [JobInfo("42", "n", "u", state, "p", exit_code=3 if state == "FAILED" else None)]
 
 
@@ -104,6 +106,24 @@ async def test_follow_waits_through_silence_instead_of_declaring_the_job_gone() 
     assert isinstance(ended, JobEnded) and (ended.state, ended.exit_code) == ("FAILED", 3)
     unknown = [e for e in events if isinstance(e, JobStatus) and e.state == F.UNREACHABLE]
     assert len(unknown) == 1  # said once, not once per poll
+
+
+async def test_follow_through_two_outages_and_an_end_inside_one() -> None:
+    """Same event twice, and the worst moment: two silent windows, the job ends in the second;
+    each outage is said once, the end is the real one (no 'vanished' after 3 silent polls)."""
+    import importlib
+
+    from rv_tui.logs.events import JobEnded, JobStatus
+    from rv_tui.logs.locate import JobLogs
+
+    F = importlib.import_module("rv_tui.logs.follow")
+    cluster = _FlakyController(silent=(range(2, 6), range(7, 15)), end_at=7)
+    info = JobInfo("42", "n", "u", "RUNNING", "p")
+    events = [ev async for ev in F.follow(cluster, "42", poll=0.01, drain_quiet=0.01, chain=False,  # type: ignore[arg-type]
+                                          known=(info, JobLogs("42", "n", 0, ())))]
+    assert isinstance(events[-1], JobEnded) and (events[-1].state, events[-1].exit_code) == ("FAILED", 3)
+    states = [e.state for e in events if isinstance(e, JobStatus)]
+    assert states.count(F.UNREACHABLE) == 2, states
 
 
 # ----------------------------------------------------------------------------- real cluster
@@ -129,9 +149,11 @@ def _restart_when(path: Path, result: dict, down_s: float = 15.0, timeout: float
 
 @pytest.mark.cluster
 @pytest.mark.slow
+@pytest.mark.parametrize(("sleep_s", "rc"), [(45, 3), (3, 4)], ids=["ends-after", "ends-during-outage"])
 def test_run_follow_survives_slurmctld_restart(capsys, rv_home, own_jobs, tmp_path, monkeypatch,
-                                               slurm_cluster) -> None:
-    """rv run -f through a 15 s slurmctld restart: same job, its own exit code (3), one run.
+                                               slurm_cluster, sleep_s: int, rc: int) -> None:
+    """rv run -f through a 15 s slurmctld restart: same job, its own exit code, one run; also when
+    the job ends while the controller is away (its end reaches Slurm only after the restart).
     Before the fix it printed 'finished: UNKNOWN (exit 1)' a few seconds into the outage."""
     from rv_tui.cli.main import main as rv_main
 
@@ -140,7 +162,7 @@ def test_run_follow_survives_slurmctld_restart(capsys, rv_home, own_jobs, tmp_pa
     monkeypatch.chdir(work)
     tag = uuid.uuid4().hex
     marker = Path(slurm_cluster.scratch) / f"outage-{tag}"
-    cmd = f"echo $SLURM_JOB_ID >> {marker}; sleep 45; echo done >> {marker}; exit 3"
+    cmd = f"echo $SLURM_JOB_ID >> {marker}; sleep {sleep_s}; echo done >> {marker}; exit {rc}"
     result: dict = {}
     t = _restart_when(marker, result)
     code = rv_main(["run", "-f", "-g", "1", "-t", "v100", "--time", "10m", "--wait-timeout", "5m",
@@ -149,11 +171,11 @@ def test_run_follow_survives_slurmctld_restart(capsys, rv_home, own_jobs, tmp_pa
     t.join(timeout=120)
     assert "error" not in result, result
     assert result.get("down_s", 0) >= 15, result  # the outage really happened ...
-    assert code == 3, (out, err)
+    assert code == rc, (out, err)
     res = json.loads(out)
     lines = marker.read_text().split()
     assert lines[-1] == "done", lines  # ... while the job ran: it wrote 'done' after it
-    assert res["state"] == "FAILED" and res["exit_code"] == 3, res
+    assert res["state"] == "FAILED" and res["exit_code"] == rc, res
     assert lines == [res["winner"], "done"]  # exactly one run
 
 
