@@ -343,3 +343,29 @@ def test_torchrun_rendezvous_comes_from_pet_variables_not_edits(tmp_path: Path, 
         out = subprocess.run(["/bin/bash", "-c", exports + "\n" + f"bash -c {shlex.quote(task)} rv-task {shlex.quote(probe)}"],
                              capture_output=True, text=True, env=env)
         assert out.stdout == "29555|2|n1|1", out.stderr
+
+
+def run_block_for_real(script: str, tmp: Path) -> str:
+    """Execute the run block with real bash and real ``timeout``; ``srun`` runs its command once."""
+    start = script.index("\n_rv_cmd=") + 1
+    end = script.index("\n", script.index("_rv_run ", start))
+    harness = ("_rv_run() { \"$@\"; }\n"
+               "srun() { while [ \"${1#--}\" != \"$1\" ]; do shift; done; \"$@\"; }\nexport -f srun\n"
+               "_rv_killafter=5; _rv_tmo=30; _rv_end=$(( $(date +%s) + 600 ))\n" + script[start:end] + "\n")
+    res = subprocess.run(["/bin/bash", "-c", harness], capture_output=True, text=True, cwd=tmp,
+                         env={"PATH": "/usr/bin:/bin", "LC_ALL": "C.UTF-8", "SLURM_PROCID": "0", "SLURM_NTASKS": "1",
+                              "SLURM_NNODES": "1", "MASTER_PORT": "1", "MASTER_ADDR": "h"})
+    return res.stdout
+
+
+@pytest.mark.parametrize("s", [strat(), strat(nodes=2), strat(kind=StrategyKind.CHECKPOINT),
+                               strat(2, StrategyKind.CHECKPOINT)], ids=["simple", "multi", "ckpt", "ckpt-multi"])
+def test_every_template_runs_the_command_as_bash_c_would(tmp_path: Path, s: Strategy) -> None:
+    """Same output as ``bash -c CMD`` itself: no positional parameters leak in (``$#`` is 0),
+    quotes, expansions, pipes and heredocs behave the same."""
+    for command in ['printf "<%s>" "$#" "$@"; echo', "for i in 1 2; do echo \"n$i\"; done | tr n N",
+                    "cat <<'EOF'\n$HOME `x`\nEOF", "echo 'a  b' \"$((1+2))\" ☃"]:
+        want = subprocess.run(["/bin/bash", "-c", command], capture_output=True, text=True,
+                              env={"PATH": "/usr/bin:/bin", "LC_ALL": "C.UTF-8"}).stdout
+        got = run_block_for_real(build_script(ctx(command, tmp_path), s), tmp_path)
+        assert want in got, (command, got)

@@ -478,7 +478,9 @@ def _srun_prefix(ctx: JobContext, s: Strategy) -> str:
     ])
 
 
-_CKPT_INNER = 'trap : USR1; eval "$1"'  # the shell survives SIGUSR1; its child gets the default
+# the shell survives SIGUSR1 (its child gets the default); the command leaves the positional
+# parameters before eval, so it sees "$#" = 0 exactly as under bash -c
+_CKPT_INNER = 'trap : USR1; _rv_c=$1; shift; eval "$_rv_c"'
 
 
 def _run_block(ctx: JobContext, s: Strategy, kind: str) -> str:
