@@ -423,6 +423,12 @@ async def test_agent_killed_mid_command_never_hangs_never_submits_twice(agent_en
         ids = _job_ids_named(name, slurm_cluster.user)
         if ids:
             subprocess.run(["scancel", *ids], capture_output=True)
+        # sbatch killed before its `rm`: remove our script, never anyone else's
+        tmp = Path(slurm_cluster.scratch) / ".rv" / "tmp"
+        for f in tmp.glob("rv-*.sh"):
+            with contextlib.suppress(OSError):
+                if name in f.read_text():
+                    f.unlink()
         await cluster.close()
 
 

@@ -42,6 +42,10 @@ log = logging.getLogger("rv_tui.agent")
 
 #: How long a command waits for a freshly started agent's socket before connecting directly.
 START_TIMEOUT_S = 8.0
+#: The pool's default command timeout, and the slack for a reconnect, before a request to the
+#: agent is abandoned as unanswered.
+DEFAULT_TIMEOUT_S = 60.0
+AGENT_SLACK_S = 45.0
 
 
 class AgentUnavailable(Exception):
@@ -218,6 +222,20 @@ class AgentPool:
         self.command_log.record(f"sftp write {path}", started_at=started, duration=time.time() - started,
                                 exit_status=0, kind="sftp")
 
+    async def download_file(self, path: str, local_path: str) -> int:
+        """SFTP get to a local file; the agent (same machine, same user) writes it."""
+        started = time.time()
+        try:
+            n = await self._call("download", {"path": path, "local_path": os.path.abspath(local_path)},
+                                 idempotent=True)
+        except RemoteError as exc:
+            self.command_log.record(f"sftp get {path}", started_at=started, duration=time.time() - started,
+                                    exit_status=None, error=exc.message, kind="sftp")
+            raise
+        self.command_log.record(f"sftp get {path}", started_at=started, duration=time.time() - started,
+                                exit_status=0, kind="sftp")
+        return int(n)
+
     def stream(self, cmd: str) -> AgentStream:
         return AgentStream(self, cmd)
 
@@ -246,6 +264,11 @@ class AgentPool:
 
     async def _call(self, op: str, args: dict[str, Any], *, idempotent: bool, what: str = "",
                     direct_ok: bool = True, on_line: asyncio.Queue[str | None] | None = None) -> Any:
+        # a stuck (not dead) agent must not hang the command: the pool's own timeouts plus
+        # a reconnect's worth of slack, then give up (streams have no limit)
+        t = args.get("timeout")
+        limit = None if on_line is not None or op in ("download",) else (
+            (float(t) if t and float(t) > 0 else DEFAULT_TIMEOUT_S) + AGENT_SLACK_S)
         sent = False
         if self._dead is None:
             rid = next(self._ids)
@@ -262,7 +285,15 @@ class AgentPool:
                     self._mark_dead(f"agent connection failed: {exc}")
                 else:
                     try:
-                        return await fut
+                        return await asyncio.wait_for(asyncio.shield(fut), limit)
+                    except (asyncio.TimeoutError, TimeoutError):
+                        with contextlib.suppress(Exception):
+                            self._send({"t": "cancel", "id": rid})
+                        raise ConnectionLost(
+                            f"the rv agent (pid {self.agent_pid}) did not answer within {limit:g}s "
+                            f"while {what or op}" + ("" if idempotent else
+                                                     "; the command may or may not have run on the cluster"),
+                            hint="`rv agent stop` ends it; the next command starts a fresh one") from None
                     except asyncio.CancelledError:
                         with contextlib.suppress(Exception):
                             self._send({"t": "cancel", "id": rid})
@@ -431,6 +462,8 @@ async def _direct_call(pool: Any, op: str, a: dict[str, Any]) -> Any:
         await pool.write_file(a["path"], proto.b64d(a["data"]) or b"", a.get("mode", 0o600),
                               make_parents=bool(a.get("make_parents")), timeout=a.get("timeout"))
         return None
+    if op == "download":
+        return await pool.download_file(a["path"], a["local_path"])
     raise ConnectionLost(f"the rv agent is not running ({op})")
 
 

@@ -35,7 +35,7 @@ from rv_tui.remote.target import SshTarget
 log = logging.getLogger("rv_tui.agent")
 
 #: How long a cached probe batch (run_many with ``cache_ttl``) is reused at most.
-MAX_CACHE_TTL_S = 30.0
+MAX_CACHE_TTL_S = 600.0
 
 
 class _Client:
@@ -271,6 +271,9 @@ class Agent:
             await pool.write_file(a["path"], proto.b64d(a["data"]) or b"", int(a.get("mode", 0o600)),
                                   make_parents=bool(a.get("make_parents")), timeout=a.get("timeout"))
             return None
+        if op == "download":
+            # the agent runs on this machine as this user: it writes the local file itself
+            return await pool.download_file(a["path"], a["local_path"])
         if op == "stream":
             async with pool.stream(a["cmd"]) as s:
                 async for line in s:

@@ -41,6 +41,8 @@ PROBE_PARALLEL = 4
 #: How long identical probe batches are answered from the pool's cache (``rv up --dry-run``
 #: followed by ``rv run`` asks the same ``sbatch --test-only`` questions).
 PROBE_CACHE_S = 15.0
+#: How long the QOS/partition limits (sacctmgr + scontrol) are reused across commands.
+LIMITS_CACHE_S = 300.0
 #: How long a cluster clock reading is reused for parsing times (zone does not change).
 CLOCK_TTL_S = 300.0
 
@@ -169,7 +171,9 @@ class SshCluster:
         """Optional capability (not in the Cluster protocol): the per-user/per-job GPU limits of
         each partition's QOS (``sacctmgr show qos`` + ``scontrol show partition``, one round
         trip); None when the cluster states none or has no accounting."""
-        qres, pres = await self.pool.run_many([acct.QOS_COMMAND, acct.PARTITION_QOS_COMMAND])
+        # QOS limits change about never: the agent (or this pool) answers repeats for a while
+        qres, pres = await self.pool.run_many([acct.QOS_COMMAND, acct.PARTITION_QOS_COMMAND],
+                                              cache_ttl=LIMITS_CACHE_S)
         if not qres.ok or not pres.ok:
             return None
         return acct.cluster_limits(qres.stdout, pres.stdout)
@@ -215,8 +219,14 @@ class SshCluster:
             results = await self.pool.run_many(cmds, idempotent=False, files=[
                 (path, sub.script, 0o700) for path, sub in zip(paths, submissions)])
             by_index: dict[int, str | None] = {i: None for i in range(len(submissions))}
-        except RemoteFileError as exc:  # nothing was submitted
+        except RemoteFileError as exc:  # nothing was submitted; scripts already written are removed
             results, by_index = [], {i: exc.message for i in range(len(submissions))}
+            from rv_tui.quoting import join
+
+            try:
+                await self.pool.run(join(["rm", "-f", "--", *paths]))
+            except RvError:
+                pass
         results_iter = iter(results)
         out: list[SubmitResult] = []
         for i, sub in enumerate(submissions):

@@ -284,7 +284,7 @@ class CommandsMixin(SlotsMixin):
         results = await self._run_many(cmds, timeout=timeout, idempotent=idempotent, files=files or [])
         if cache_ttl and idempotent and not files:
             now = time.monotonic()
-            self._batch_cache = {k: v for k, v in self._batch_cache.items() if now - v[0] <= 60}
+            self._batch_cache = {k: v for k, v in self._batch_cache.items() if now - v[0] <= 600}
             self._batch_cache[key] = (now, results)
         return results
 
