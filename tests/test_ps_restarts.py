@@ -71,3 +71,13 @@ def test_ps_shows_the_restart_count_of_a_requeued_job(capsys, rv_home, slurm_clu
                 await c.close()
 
         asyncio.run(cancel())
+
+
+def test_render_marks_chain_segments() -> None:
+    base = {"name": "train", "state": "RUNNING", "gpu_type": "v100", "topology": "1x1", "elapsed": "1m",
+            "where": "n1", "eta": "", "restarts": 0}
+    rows = [dict(base, job_id="10", state="COMPLETED", winner=False, segment=1),
+            dict(base, job_id="11", winner=True, segment=2)]
+    text = render({"groups": [{"name": "train", "state": "RUNNING", "group_id": "g1", "command": "x",
+                               "git": "", "jobs": rows}], "other": []})
+    assert "[segment 1]" in text and "*11" in text.replace(" ", "") and "[segment 2]" in text

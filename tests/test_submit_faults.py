@@ -127,3 +127,72 @@ def test_rv_run_follow_killed_after_submit_runs_once(rv_home, own_jobs, slurm_cl
     runs = Path(marker).read_text().split()
     assert len(runs) == 1 and runs[0] in ids, runs  # exactly one run
     assert dict(jobs)[runs[0]] == "COMPLETED"
+
+
+# ----------------------------------------------------------------------------- matching (unit)
+
+def _sub(partition: str, gpus: int = 1, wall: int = 600):
+    from rv_tui.cluster.base import JobSubmission
+
+    return JobSubmission(script="", name="n", partition=partition, nodes=1, gpus_per_node=gpus,
+                         gpu_type="x", walltime_s=wall, group_id="g1")
+
+
+class _Listing:
+    """The Cluster calls recover_submission makes: the queue listing and the claim file."""
+
+    name, user, scratch, is_demo = "t", "u", "/s", False
+
+    def __init__(self, infos, owner: str = "") -> None:  # noqa: ANN001
+        self.infos, self.owner, self.failures = infos, owner, 0
+
+    async def jobs(self, ids=None, **kw):  # noqa: ANN001, ANN003
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("reconnecting")
+        return self.infos
+
+    async def exec(self, command: str, *, timeout=None):  # noqa: ANN001
+        from rv_tui.cluster.base import ExecResult
+
+        return ExecResult(command, 0, self.owner, "")
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(deadline=None, max_examples=60)
+@given(st.lists(st.sampled_from(["gpu-v100", "gpu-a40", "gpu-a6000"]), min_size=1, max_size=6),
+       st.data())
+def test_recovered_jobs_map_one_to_one_onto_their_strategies(parts: list[str], data) -> None:  # noqa: ANN001
+    from rv_tui.cluster.base import JobInfo
+    from rv_tui.jobs.store import LOST_SUBMISSION, recover_submission
+
+    subs = [_sub(p) for p in parts]
+    landed = sorted(data.draw(st.sets(st.sampled_from(range(len(subs))))))
+    infos = [JobInfo(str(1000 + i), "n", "u", "PENDING", subs[i].partition, gres="gpu:x:1",
+                     time_limit_s=600, comment="rvgroup:g1") for i in landed]
+    infos.append(JobInfo("5", "n", "u", "RUNNING", "gpu-v100", comment="rvgroup:other"))  # not ours
+    cluster = _Listing(infos)
+    cluster.failures = data.draw(st.integers(0, 2))  # the first listings fail while reconnecting
+    res = asyncio.run(recover_submission(cluster, "g1", subs, settle=0, retry_every=0))  # type: ignore[arg-type]
+    if not landed:
+        assert res is None
+        return
+    assert res is not None and len(res) == len(subs)
+    got = [r.job_id for r in res if r.ok]
+    assert sorted(got) == sorted(str(1000 + i) for i in landed)  # each found job once, none invented
+    for r in res:
+        if r.ok:
+            assert r.submission.partition == next(i.partition for i in infos if i.job_id == r.job_id)
+        else:
+            assert r.error == LOST_SUBMISSION
+
+
+def test_a_winner_that_already_finished_is_found_by_its_claim() -> None:
+    from rv_tui.jobs.store import recover_submission
+
+    res = asyncio.run(recover_submission(_Listing([], owner="1007\n"), "g1", [_sub("gpu-v100"), _sub("gpu-a40")],
+                                         settle=0))  # type: ignore[arg-type]
+    assert res is not None and [r.job_id for r in res] == ["1007", None]

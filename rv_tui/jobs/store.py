@@ -339,7 +339,8 @@ LOST_SUBMISSION = ("the SSH connection dropped while this strategy was being sub
 
 
 async def recover_submission(cluster: "Cluster", group_id: str, submissions: Sequence["JobSubmission"], *,
-                             settle: float = 2.0, timeout: float = 60.0) -> "list[SubmitResult] | None":
+                             settle: float = 2.0, timeout: float = 60.0,
+                             retry_every: float = 1.0) -> "list[SubmitResult] | None":
     """What a group's sbatch batch really submitted, when the connection dropped during it.
 
     Why: sbatch is not idempotent, so the batch is never re-sent; instead, once the connection
@@ -360,7 +361,7 @@ async def recover_submission(cluster: "Cluster", group_id: str, submissions: Seq
         except Exception:  # noqa: BLE001 - reconnecting: ask again until the deadline
             if time.monotonic() >= deadline:
                 raise
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(retry_every)
     comment = f"rvgroup:{group_id}"
 
     def num(jid: str) -> int:
