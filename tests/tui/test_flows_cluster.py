@@ -25,7 +25,7 @@ async def _app(rv_home: Path, cwd: Path | None = None) -> RvApp:
                  probe_windows=False, cwd=cwd)
 
 
-async def test_race_logs_cancel_on_real_cluster(rv_home: Path, clean_queue: None, tmp_path: Path) -> None:
+async def test_race_logs_cancel_on_real_cluster(rv_home: Path, own_jobs: None, tmp_path: Path) -> None:
     # a tiny project: the launch syncs it and the job runs its script from the snapshot,
     # exactly as `rv run bash job.sh` would (the TUI calls the same prepare_launch)
     project = tmp_path / f"tui-proj-{uuid.uuid4().hex[:8]}"  # a fresh remote code dir each run
