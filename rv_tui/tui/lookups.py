@@ -1,7 +1,7 @@
 """One-off core calls the panes ask for (not the poll loop, which lives in workers.py).
 
-* :func:`final_states`: the final state and exit code of jobs that left the queue, via the
-  core's ``cluster.jobs(ids)`` (squeue, then scontrol/sacct for the finished ones);
+* :func:`final_states`: the final state and exit code of jobs that left the queue, from the
+  core's ``cluster.history(ids)`` (sacct) and ``cluster.jobs(ids)`` (squeue/scontrol);
 * :func:`backfill_windows`: the Cluster pane's backfill window per partition, from the
   allocator's probe, saying when the probe's own top walltime capped what it could see.
 
@@ -21,14 +21,25 @@ from rv_tui.tui.state import BackfillWindow
 
 
 async def final_states(target: MessagePump, cluster: Cluster, job_ids: list[str]) -> None:
-    """Post :class:`JobsLookedUp` with what the cluster still knows of ``job_ids``."""
+    """Post :class:`JobsLookedUp` with what the cluster still knows of ``job_ids``: the
+    accounting database's final records (``cluster.history``, one sacct) first, then
+    ``cluster.jobs(ids)`` (squeue/scontrol) for any id accounting does not know."""
+    found: dict[str, Any] = {}
     try:
-        jobs = await cluster.jobs(job_ids)
+        history = getattr(cluster, "history", None)
+        if callable(history):
+            hist = await history(job_ids)
+            if getattr(hist, "available", False):
+                found.update(hist.jobs)
+        rest = [j for j in job_ids if j not in found]
+        if rest:
+            found.update({j.job_id: j for j in await cluster.jobs(rest)})
     except asyncio.CancelledError:
         raise
     except Exception:  # noqa: BLE001 - a lookup is a nicety; the panes say "left the queue"
-        return
-    target.post_message(m.JobsLookedUp(list(jobs)))
+        if not found:
+            return
+    target.post_message(m.JobsLookedUp(list(found.values())))
 
 
 async def backfill_windows(cluster: Cluster, snapshot: Any) -> dict[str, BackfillWindow]:

@@ -291,6 +291,16 @@ async def test_race_pane_is_frozen_after_the_win(home: Path) -> None:
         await pilot.pause()
         assert not any("cancel" in r.command for r in app.command_log.records()
                        if winner in r.command)
+        # the Jobs pane shows the final state and exit code the core reports
+        pane = app.query_one(JobsPane)
+        await flows.wait_for(pilot, lambda: winner in pane.jobs and pane.jobs[winner].is_terminal,
+                             "the final state in Jobs", tick=app.poller.poke)
+        job = pane.jobs[winner]
+        assert job.exit_code is not None
+        await pilot.press("2")
+        await pilot.pause(0.3)
+        cells = [str(c) for c in app.query_one("#jobs-table", DataTable).get_row(winner)]
+        assert job.state[:6] in " ".join(cells) and str(job.exit_code) in cells
 
 
 async def test_logs_unpause_for_the_next_job_and_e_says_when_stderr_is_empty(home: Path) -> None:

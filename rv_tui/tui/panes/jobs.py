@@ -383,6 +383,12 @@ class JobsPane(KeyGuard, Vertical):
                 lines.append(f"{label:<10} {cluster_time(job.start_time, now)}")
             lines.append(f"elapsed    {format_human(job.elapsed_s) if job.elapsed_s else '–'}"
                          + (f" of {format_slurm(job.time_limit_s)}" if job.time_limit_s else ""))
+            if getattr(job, "restart_count", 0):
+                lines.append(f"restarts   {job.restart_count} (requeued by Slurm)")
+            if getattr(job, "work_dir", None):
+                lines.append(f"work dir   {job.work_dir}")
+            if getattr(job, "from_accounting", False):
+                lines.append("record     final, from the accounting database (sacct)")
             if job.stdout_path:
                 lines.append(f"stdout     {job.stdout_path}")
             if job.stderr_path:
