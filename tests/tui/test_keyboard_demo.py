@@ -325,3 +325,17 @@ async def test_logs_unpause_for_the_next_job_and_e_says_when_stderr_is_empty(hom
             assert any("nothing to stderr" in n.message for n in app._notifications)
             assert "nothing on stderr" in view.empty_reason()
             assert view.rows == []
+
+
+async def test_cluster_pane_shows_each_partition_queue_once_and_a_zoned_clock(home: Path) -> None:
+    app, _cluster = make_app(home, poll=3600.0)
+    async with app.run_test(size=(160, 48)) as pilot:
+        snap = await flows.wait_for(pilot, lambda: app.state.snapshot, "first poll")
+        await pilot.press("1")
+        table = app.query_one("#cluster-table", DataTable)
+        await flows.wait_for(pilot, lambda: table.row_count, "the table")
+        queue_col = [str(table.get_row_at(i)[6]) for i in range(table.row_count)]
+        parts = {av.partition for av in snap.availability()}
+        assert sum(1 for q in queue_col if q) == len(parts)  # once per partition
+        status = str(app.query_one("#statusbar").render())
+        assert "EST cluster time" in status

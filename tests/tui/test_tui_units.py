@@ -140,3 +140,25 @@ def test_letter_actions_are_only_the_printable_bindings() -> None:
                           Binding("1", "show_pane('cluster')"), Binding("l,enter", "logs"),
                           Binding("slash", "filter")])
     assert got == {"script", "show_pane", "filter"}
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.fixed_dictionaries({
+    "command": st.text(max_size=40), "gpus": st.text(max_size=4), "time": st.text(max_size=10),
+    "mem": st.text(max_size=6), "name": st.text(max_size=20),
+    "gpu_type": st.sampled_from(["any", "a6000", "a100_80", "mig"]), "single_node": st.booleans()}))
+def test_form_request_takes_any_typing(values: dict) -> None:
+    """Whatever is typed, the form gives a Request or an RvError naming the field (nothing else),
+    and what it gives is what was typed (stripped)."""
+    from rv_tui.errors import RvError
+    from rv_tui.tui.panes.launch import form_request
+
+    try:
+        req = form_request(values)
+    except RvError as exc:
+        assert any(w in exc.message for w in ("GPUs", "time", "memory")), exc.message
+        return
+    assert req.command == (values["command"].strip() or None)
+    assert req.name == (values["name"].strip() or None)
+    assert req.single_node is values["single_node"]
+    assert req.gpus == int(values["gpus"].strip() or "1") >= 1
