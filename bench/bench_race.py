@@ -283,12 +283,12 @@ async def bench_merit(c, races: int) -> None:
                 continue
             rows[variant].append(r)
             print(json.dumps({"race": i + 1, **r}), file=sys.stderr, flush=True)
-    print(f"{'variant':<8}{'races':>6}{'rank-1 wins':>13}{'losers allocated/race':>23}{'double runs':>13}")
+    print(f"{'variant':<8}{'races':>6}{'rank-1 wins':>13}{'losers allocated/race':>23}{'ran >1x':>10}")
     for v, xs in rows.items():
         wins = sum(1 for x in xs if x["winner_rank"] == 1)
         alloc = statistics.mean(x["losers_allocated"] for x in xs)
         doubles = sum(1 for x in xs if x["runs"] > 1)
-        print(f"{v:<8}{len(xs):>6}{wins:>9} / {len(xs):<3}{alloc:>19.2f}{doubles:>13}")
+        print(f"{v:<8}{len(xs):>6}{wins:>9} / {len(xs):<3}{alloc:>19.2f}{doubles:>10}")
         ranks = [x["winner_rank"] for x in xs]
         print(f"          winner ranks: {ranks}")
 
