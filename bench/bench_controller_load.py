@@ -120,7 +120,7 @@ def kind_of(cmd: str) -> str:
     return "other (no Slurm call)"
 
 
-async def dashboard(window: float) -> tuple[list[str], int, Counter[str]]:
+async def dashboard(window: float) -> tuple[list[str], int, Counter[str], bool]:
     """The TUI, headless, idle on its first (Cluster) pane for ``window`` seconds: the remote
     commands it sent, its polls, and sdiag's (noisy, shared-cluster) counts by type meanwhile."""
     from rv_tui.cluster import open_cluster
@@ -141,9 +141,10 @@ async def dashboard(window: float) -> tuple[list[str], int, Counter[str]]:
             by_type, _ = sdiag_counts()
             recs = log.records()[-(log.total - n0):] if log.total > n0 else []
             polls = app.poller.polls - p0
+            busy = app.poller._busy
     finally:
         await cluster.close()
-    return [r.command for r in recs if r.kind in ("run", "batch")], polls, by_type
+    return [r.command for r in recs if r.kind in ("run", "batch")], polls, by_type, busy
 
 
 def invocation_commands(args: list[str], env: dict[str, str], cwd: Path) -> list[str]:
@@ -182,7 +183,7 @@ def main() -> int:
     os.environ["RV_NO_AGENT"] = "1"  # the controller sees the same RPCs either way
     env = dict(os.environ)
 
-    cmds, polls, by_type = asyncio.run(dashboard(opts.window))
+    cmds, polls, by_type, busy = asyncio.run(dashboard(opts.window))
     scale = 60.0 / opts.window
     per_kind: Counter[str] = Counter()
     calls: Counter[str] = Counter()
@@ -196,6 +197,11 @@ def main() -> int:
     for k in sorted(calls):
         print(f"| {k} | {calls[k] * scale:.1f} | {per_kind[k] * scale:.1f} |")
     print(f"| **total** | {sum(calls.values()) * scale:.1f} | **{sum(per_kind.values()) * scale:.1f}** |")
+    probes = per_kind.get("sbatch --test-only", 0)
+    if polls:
+        print(f"\n{(sum(per_kind.values()) - probes) / polls:.1f} RPCs per poll without backfill probes; "
+              f"the user {'HAD' if busy else 'had no'} jobs queued (shared test user: other sessions' "
+              f"jobs count), so polls ran every {'interval (5 s)' if busy else '15 s'}")
     noisy = rv_types(by_type)
     print("\n(sdiag by type in the same window, whole shared cluster, per minute: "
           + ", ".join(f"{k.removeprefix('REQUEST_')} {v * scale:.0f}" for k, v in noisy.items()) + ")")

@@ -467,3 +467,45 @@ async def test_host_key_error_type_survives_the_socket(agent_env: Path, tmp_path
         await open_cluster(load_config())
     assert ei.value.known_hosts == str(kh) and ei.value.hint and "ssh-keyscan" in ei.value.hint
     assert agent_pids(agent_env)  # it was the agent that tried (and it stays for the next command)
+
+
+def _kill_sshd_of(pid: int, port: int) -> list[int]:
+    """Kill the sshd process serving the SSH connection that process ``pid`` holds to ``port``."""
+    import re
+
+    out = subprocess.run(["ss", "-Htnp", "state", "established", f"( dport = :{port} )"],
+                         capture_output=True, text=True, check=True).stdout
+    lports = [int(m.group(1)) for line in out.splitlines() if f"pid={pid}," in line
+              for m in [re.search(r":(\d+)\s+\S+:\d+\s", line)] if m]
+    killed: list[int] = []
+    for lport in lports:
+        peer = subprocess.run(["ss", "-Htnp", "state", "established", f"( dport = :{lport} )"],
+                              capture_output=True, text=True, check=True).stdout
+        for spid in {int(p) for p in re.findall(r"pid=(\d+)", peer)}:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(spid, signal.SIGKILL)
+                killed.append(spid)
+    return killed
+
+
+async def test_reconnect_events_reach_the_client_through_the_agent(agent_env: Path, slurm_cluster: Any) -> None:
+    from rv_tui.cluster import open_cluster
+    from rv_tui.config import load_config
+
+    cluster = await open_cluster(load_config())
+    events: list[str] = []
+    try:
+        remove = cluster.add_connection_listener(lambda ev: events.append(ev.state))
+        assert (await cluster.exec("echo up")).stdout == "up\n"
+        assert _kill_sshd_of(cluster.pool.agent_pid, slurm_cluster.port), "no sshd found for the agent"
+        deadline = time.monotonic() + 60
+        while "connected" not in events[events.index("reconnecting") + 1:] if "reconnecting" in events else True:
+            assert time.monotonic() < deadline, events
+            await asyncio.sleep(0.05)
+        assert (await cluster.exec("echo back")).stdout == "back\n"
+        assert cluster.pool.via_agent  # the agent reconnected; the command never noticed
+        stats = await cluster.pool.stats()
+        assert stats["connects"] == 2
+        remove()
+    finally:
+        await cluster.close()
