@@ -23,7 +23,6 @@ from rv_tui.allocator.plan import NoStrategyError, make_plan
 from rv_tui.cli.main import main as rv_main
 from rv_tui.cluster.ssh import SshCluster
 from rv_tui.config import load_config
-from rv_tui.jobs.reasons import final_text
 from rv_tui.quoting import q
 
 pytestmark = pytest.mark.cluster
@@ -35,6 +34,11 @@ async def cluster(rv_home):
     await c.connect()
     yield c
     await c.close()
+
+
+async def rv(*argv: str) -> int:
+    """The CLI in a thread (it runs its own event loop), output captured by capsys."""
+    return await asyncio.to_thread(rv_main, list(argv))
 
 
 async def sbatch(cluster: SshCluster, *args: str, wrap: str, cwd: str | None = None) -> str:
@@ -79,8 +83,7 @@ class _Inbox:
 
 
 async def test_failed_job_after_it_left_squeue_core_tui_cli_and_logs(cluster, rv_home, capsys):
-    from rv_tui.jobs.store import GroupJob, GroupRecord, GroupStore
-    from rv_tui.tui.lookups import final_states
+    from rv_tui.jobs.store import GroupJob, GroupRecord, GroupStore, utc_now_iso
 
     workdir = f"{cluster.scratch}/acct-{uuid.uuid4().hex[:8]}"
     assert (await cluster.exec(f"mkdir -p {q(workdir)}")).ok
@@ -89,7 +92,15 @@ async def test_failed_job_after_it_left_squeue_core_tui_cli_and_logs(cluster, rv
                            wrap="echo out-marker-$SLURM_JOB_ID; exit 3", cwd=workdir)
         # gone from squeue and scontrol: MinJobAge=60 plus slurmctld's purge tick (<= 60 s)
         await poll(f"job {jid} to leave the queue", lambda: _gone(cluster, jid), 200, 3)
-        (info,) = await cluster.jobs([jid])
+
+        async def answer():
+            got = await cluster.jobs([jid])
+            if not got:  # say why when sacct has nothing (yet)
+                hist = await cluster.history([jid])
+                print("no answer yet:", hist.available, hist.note, list(hist.jobs))
+            return got
+
+        (info,) = await poll(f"sacct to answer for {jid}", answer, 30)
         if not foreign_cancel(info):
             break
     assert info.from_accounting, "the answer must come from sacct: the queue forgot the job"
@@ -97,6 +108,8 @@ async def test_failed_job_after_it_left_squeue_core_tui_cli_and_logs(cluster, rv
     assert info.work_dir == workdir
 
     # the TUI's lookup (app.lookup_final_states -> lookups.final_states) gets the same answer
+    from rv_tui.tui.lookups import final_states
+
     inbox = _Inbox()
     await final_states(inbox, cluster, [jid])  # type: ignore[arg-type]
     (msg,) = inbox.messages
@@ -105,21 +118,21 @@ async def test_failed_job_after_it_left_squeue_core_tui_cli_and_logs(cluster, rv
     # rv ps -a: the group, started from "another machine" (only the record), shows it
     store = GroupStore()
     store.save(GroupRecord(id="gacct" + uuid.uuid4().hex[:6], kind="run", name="acct-fail",
-                           command="exit 3", created_at="2026-12-01T10:00:00Z", winner=jid,
+                           command="exit 3", created_at=utc_now_iso(), winner=jid,
                            state="won", jobs=(GroupJob(jid, "std", "standard", "-", "standard", 1, 0),)))
-    assert rv_main(["ps", "-a", "--json"]) == 0
+    assert await rv("ps", "-a", "--json") == 0
     data = json.loads(capsys.readouterr().out)
     (row,) = [r for g in data["groups"] for r in g["jobs"] if r["job_id"] == jid]
     assert (row["state"], row["exit_code"]) == ("FAILED", 3)
     assert "history_note" not in data
-    assert rv_main(["ps", "-a"]) == 0
+    assert await rv("ps", "-a") == 0
     text = capsys.readouterr().out
     assert re.search(rf"{jid}\s+FAILED\s.*exit 3", text), text
 
     # rv logs of the finished job with no local record: sacct's WorkDir + Slurm's default name
     for path in (rv_home / "groups").glob("*.json"):
         path.unlink()
-    assert rv_main(["logs", jid]) == 0
+    assert await rv("logs", jid) == 0
     out = capsys.readouterr()
     assert f"out-marker-{jid}" in out.out, out
 
@@ -131,6 +144,7 @@ async def _gone(cluster: SshCluster, jid: str) -> bool:
 async def test_cancelled_and_timed_out_are_told_apart(cluster):
     """Real jobs: one cancelled by us, one over its 1-minute limit (OOM: no cgroup memory
     enforcement on the fake nodes, see test_accounting.test_out_of_memory_line)."""
+    from rv_tui.jobs.reasons import final_text
     for _attempt in range(3):
         cancel = await sbatch(cluster, "-J", "acct-cancel", "-p", "standard", "-t", "5",
                               wrap="sleep 300")
@@ -190,11 +204,11 @@ async def test_user_at_h200_limit_gets_no_h200_strategy(cluster, rv_home, capsys
         assert plan.excluded["h200"].startswith("you already use")
         assert "cluster's per-user limit" in plan.excluded["h200"]  # read from the QOS
 
-        assert rv_main(["up", "--dry-run", "-g", "2", "-t", "h200"]) != 0
+        assert await rv("up", "--dry-run", "-g", "2", "-t", "h200") != 0
         out = capsys.readouterr()
         assert "you already use" in out.err + out.out
         # the pending job's reason in plain words, as rv ps shows it
-        assert rv_main(["ps", "--json"]) == 0
+        assert await rv("ps", "--json") == 0
         data = json.loads(capsys.readouterr().out)
         (row,) = [r for r in data["other"] if r["job_id"] == extra]
         assert "per-user GPU limit" in row["where"]
@@ -208,6 +222,6 @@ async def test_sixteen_a6000_offers_no_job_over_max_per_job(cluster, capsys, rv_
     assert "at most 8 GPUs per job" in ei.value.excluded["a6000"]
     plan = await make_plan(cluster, Request(gpus=8, gpu_type="a6000", account=cluster.user))
     assert plan.strategies and all(s.total_gpus == 8 for s in plan.strategies)
-    assert rv_main(["up", "--dry-run", "-g", "16", "-t", "a6000"]) != 0
+    assert await rv("up", "--dry-run", "-g", "16", "-t", "a6000") != 0
     out = capsys.readouterr()
     assert "per job" in out.err + out.out
