@@ -14,6 +14,13 @@ the TUI calls too) syncs the project, installs dependencies and snapshots ``code
 runs in that snapshot.  ``--dry-run`` prints the strategies and what the sync would send, and
 uploads and submits nothing; ``--no-sync`` runs the command as given in the remote home.
 
+The command runs exactly as typed: one argument is a shell string, run byte for byte under
+``bash -c`` (``rv run "python a.py && python b.py > out.txt"``); several arguments are an argv,
+run exactly as given (``rv run python train.py --lr 3e-4``).  From a sub-directory of the project
+the job starts in the same sub-directory of its snapshot.  Dependencies and the venv: commands
+starting with ``python``/``python3``, and commands that run a project script (``bash job.sh``,
+``./job.sh``, ``torchrun ... train.py``); other shell strings are opaque (the dry run says which).
+
 rv options come before the command; ``--`` also ends them.  rv flags found after the command are
 passed to the command, with a warning.
 """
