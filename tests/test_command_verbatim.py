@@ -10,6 +10,7 @@ and compares their effects.
 """
 from __future__ import annotations
 
+import re
 import shlex
 import subprocess
 import tempfile
@@ -369,3 +370,20 @@ def test_every_template_runs_the_command_as_bash_c_would(tmp_path: Path, s: Stra
                               env={"PATH": "/usr/bin:/bin", "LC_ALL": "C.UTF-8"}).stdout
         got = run_block_for_real(build_script(ctx(command, tmp_path), s), tmp_path)
         assert want in got, (command, got)
+
+
+def test_the_issue_example_in_the_dry_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """``rv run --dry-run "python a.py && python b.py > out.txt"`` in a git project used to print
+    ``python a.py '&&' python b.py '>' out.txt``."""
+    from rv_tui.cli.main import main
+
+    monkeypatch.setenv("RV_HOME", str(tmp_path / "home"))
+    root = make_project(tmp_path / "proj")
+    monkeypatch.chdir(root / "src")
+    code = main(["--demo", "--seed", "3", "run", "--dry-run", "-g", "1", "-t", "a6000",
+                 "python ../a.py && python ../b.py > out.txt"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "command:  python ../a.py && python ../b.py > out.txt\n" in out
+    assert re.search(r"^runs in: +\S+/snapshots/\S+/src \(you are in src/\)$", out, re.M), out
+    assert re.search(r"^venv: +\S+ \(the command starts with python: dependencies from requirements.txt", out, re.M)
