@@ -509,3 +509,26 @@ async def test_reconnect_events_reach_the_client_through_the_agent(agent_env: Pa
         remove()
     finally:
         await cluster.close()
+
+
+@pytest.mark.cluster
+def test_socket_path_longer_than_sockaddr_un_still_works(tmp_path: Path) -> None:
+    """A deep RV_HOME (CI runners' temp dirs) makes the socket path longer than AF_UNIX holds."""
+    from rv_tui.agent import protocol as proto
+
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    path = deep / "agent.sock"
+    assert len(str(path)) > 108
+    with pytest.raises(OSError):
+        socket.socket(socket.AF_UNIX).bind(str(path))  # what a plain bind would do
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(proto.sun_path(path))
+    srv.listen(1)
+    cli = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    cli.connect(proto.sun_path(path))
+    conn, _ = srv.accept()
+    cli.sendall(b"x")
+    assert conn.recv(1) == b"x" and path.exists()
+    for s in (cli, conn, srv):
+        s.close()
