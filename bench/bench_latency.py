@@ -278,7 +278,11 @@ def main() -> int:
     rt_run: list[int] = []
     try:
         for label, args in commands.items():
-            recs, out = capture_commands(args, home, cwd)
+            for _attempt in range(3):  # the shared test cluster is sometimes restarted by other tests
+                recs, out = capture_commands(args, home, cwd)
+                if recs:
+                    break
+                time.sleep(5)
             scancel_json(out) if args[0] == "run" else None
             warm, cold, direct, base_w, base_c = [], [], [], [], []
             rv(["ps"], warm_env, cwd)  # agent up
