@@ -146,3 +146,14 @@ class FilesMixin(StreamsMixin):
 
         await self._sftp_op("write", path, op, timeout)
 
+    async def download_file(self, path: str, local_path: str) -> int:
+        """SFTP get in blocks straight to ``local_path`` (no overall timeout: size is unbounded);
+        returns the bytes written."""
+        import os
+
+        async def op(sftp: asyncssh.SFTPClient) -> int:
+            await sftp.get(path, local_path)
+            return os.path.getsize(local_path)
+
+        return await self._sftp_op("get", path, op, 0)  # type: ignore[return-value]
+
