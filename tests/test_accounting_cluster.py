@@ -135,6 +135,7 @@ async def test_failed_job_after_it_left_squeue_core_tui_cli_and_logs(cluster, rv
     assert await rv("logs", jid) == 0
     out = capsys.readouterr()
     assert f"out-marker-{jid}" in out.out, out
+    await cluster.exec(f"rm -rf {q(workdir)}")
 
 
 async def _gone(cluster: SshCluster, jid: str) -> bool:
