@@ -115,6 +115,12 @@ def test_sacct_command_refuses_anything_but_job_ids(junk):
         acct.sacct_command([junk])
 
 
+def test_array_and_het_ids_reach_sacct():
+    cmd = acct.sacct_command(["123_[1-5]", "5+1", "7_3"])
+    assert "'123_[1-5],5+1,7_3'" in cmd
+    assert acct.is_job_id("123_[1-5,9]") and not acct.is_job_id("12-3") and not acct.is_job_id("")
+
+
 @pytest.mark.parametrize("hostile", ["'; rm -rf ~; echo '", "$(id)", "`id`", "1\n2", "1;2"])
 def test_sacct_command_hostile_ids(hostile):
     with pytest.raises(ValueError):

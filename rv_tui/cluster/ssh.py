@@ -147,8 +147,9 @@ class SshCluster:
         need = [j for j in ids if j not in found or found[j].state in TERMINAL_STATES]
         if need:
             # scontrol and sacct in one round trip: sacct answers for jobs past MinJobAge
-            sres, hres = await self.pool.run_many([b.scontrol_jobs_command(need),
-                                                   acct.sacct_command(need)])
+            known = [j for j in need if acct.is_job_id(j)]
+            sres, *more = await self.pool.run_many(
+                [b.scontrol_jobs_command(need)] + ([acct.sacct_command(known)] if known else []))
             problems = p.job_query_errors(sres.stdout + "\n" + sres.stderr)
             if problems:
                 raise ControllerUnavailable(f"Slurm did not answer scontrol: {problems[-1]}",
@@ -156,7 +157,8 @@ class SshCluster:
             for info in p.parse_scontrol_jobs(sres.stdout, tz):
                 if info.job_id in need:
                     found[info.job_id] = info
-            found = acct.with_history(found, self._history_from(hres, tz))
+            if more:
+                found = acct.with_history(found, self._history_from(more[0], tz))
         return [found[j] for j in ids if j in found]
 
     async def history(self, job_ids: Sequence[str]) -> History:

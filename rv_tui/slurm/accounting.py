@@ -39,8 +39,11 @@ SACCT_FIELDS: tuple[str, ...] = (
     "WorkDir", "SubmitLine",
 )
 
-_ID_RE = re.compile(r"^\d+(?:_\d+)?(?:\+\d+)?$")
-_RECORD_START = re.compile(r"^\d+(?:_\d+)?(?:\+\d+)?" + SEP)
+#: A job id: digits, an optional array task (``_4``) or pending range (``_[1-9,12]``), het ``+1``
+#: (what builders accept, so an id squeue gave never breaks the sacct batch).
+_ID_PART = r"\d+(?:_\d+|_\[[\d,\-]+\])?(?:\+\d+)?"
+_ID_RE = re.compile(r"^" + _ID_PART + r"$")
+_RECORD_START = re.compile(r"^" + _ID_PART + SEP)
 _NULLS = {"", "(null)", "N/A", "None", "Unknown", "(None)", "n/a"}
 
 DISABLED_TEXT = "accounting storage is disabled"
@@ -48,6 +51,10 @@ DISABLED_TEXT = "accounting storage is disabled"
 LIMITED_NOTE = ("Slurm accounting (sacct) is disabled on this cluster: history is limited to "
                 "rv's own records and jobs still in the queue")
 UNREACHABLE_NOTE = "the Slurm accounting database did not answer: history is limited for now"
+
+
+def is_job_id(job_id: str) -> bool:
+    return bool(_ID_RE.match(str(job_id)))
 
 
 def _check_id(job_id: str) -> str:
