@@ -85,6 +85,8 @@ class RvApp(App[int]):
         self.submitted: list[tuple[Any, Any]] = []
         self._keepalive: Any = None
         self._looked_up: set[str] = set()
+        #: final-state lookups started and not answered yet (scenes wait for them)
+        self.lookups_pending = 0
         self.poller = workers.Poller(cluster, self, poll_interval,
                                      probe=lookups.backfill_windows if probe_windows else None)
         # sbatch --test-only probes only while the Cluster pane (its backfill column) is showing
@@ -420,12 +422,14 @@ class RvApp(App[int]):
         if not ids:
             return
         self._looked_up.update(ids)
+        self.lookups_pending += 1
         from rv_tui.tui import lookups
 
         self.start_worker(lookups.final_states(self, self.cluster, ids), group="lookup",
                           exclusive=False)
 
     def on_jobs_looked_up(self, message: m.JobsLookedUp) -> None:
+        self.lookups_pending = max(0, self.lookups_pending - 1)
         if self._shutting_down():
             return
         for job in message.jobs:

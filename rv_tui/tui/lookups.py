@@ -37,9 +37,8 @@ async def final_states(target: MessagePump, cluster: Cluster, job_ids: list[str]
     except asyncio.CancelledError:
         raise
     except Exception:  # noqa: BLE001 - a lookup is a nicety; the panes say "left the queue"
-        if not found:
-            return
-    target.post_message(m.JobsLookedUp(list(found.values())))
+        pass
+    target.post_message(m.JobsLookedUp(list(found.values())))  # also when empty: it is done
 
 
 async def backfill_windows(cluster: Cluster, snapshot: Any) -> dict[str, BackfillWindow]:
