@@ -8,7 +8,7 @@ and exits after ``idle_timeout`` seconds without a client. ``retire`` (a client 
 version or config) unlinks the socket at once so a fresh agent can bind it; this one exits when
 its last client (say, a running TUI) leaves.
 
-Started by :func:`rv_tui.agent.client.open_agent` as ``python -m rv_tui.agent.server``.
+Started by :func:`rv_tui.agent.launcher.open_agent` as ``python -m rv_tui.agent.server``.
 """
 
 from __future__ import annotations

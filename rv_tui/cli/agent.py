@@ -31,7 +31,7 @@ def _ago(seconds: float) -> str:
 
 
 async def status_main(args: argparse.Namespace) -> int:
-    from rv_tui.agent.client import list_agents
+    from rv_tui.agent.launcher import list_agents
 
     agents = await list_agents()
     if getattr(args, "json", False):
@@ -56,7 +56,7 @@ async def status_main(args: argparse.Namespace) -> int:
 
 
 async def stop_main(args: argparse.Namespace) -> int:
-    from rv_tui.agent.client import stop_agents
+    from rv_tui.agent.launcher import stop_agents
 
     stopped = await stop_agents()
     if getattr(args, "json", False):

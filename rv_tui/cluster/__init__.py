@@ -18,7 +18,7 @@ async def open_cluster(config: "Config | None", *, demo: bool = False, seed: int
 
         # persisted: consecutive `rv --demo` commands see the same simulated cluster
         return DemoCluster(seed=seed, speed=speed, persist=True)
-    from rv_tui.agent.client import open_agent
+    from rv_tui.agent.launcher import open_agent
     from rv_tui.cluster.ssh import SshCluster
 
     # the warm connection of the local rv agent (started now if needed); None: connect directly

@@ -14,7 +14,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Self
 
 import asyncssh
 
@@ -30,9 +30,6 @@ from rv_tui.remote.errors import (
 )
 from rv_tui.remote.result import ConnectionEvent, ConnState
 from rv_tui.remote.target import SshTarget
-
-if TYPE_CHECKING:
-    from rv_tui.remote.pool import RemotePool
 
 log = logging.getLogger("rv_tui.remote.pool")
 
@@ -158,7 +155,7 @@ class ConnectionMixin:
             except Exception:
                 log.exception("connection listener failed")
 
-    async def __aenter__(self) -> "RemotePool":
+    async def __aenter__(self) -> Self:
         await self.connect()
         return self
 

@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from typing import TYPE_CHECKING
 
 import asyncssh
 
@@ -18,9 +17,6 @@ from rv_tui.remote.commands import CommandsMixin
 from rv_tui.remote.connection import _Conn, _Dropped
 from rv_tui.remote.errors import ConnectionLost
 from rv_tui.remote.result import _short
-
-if TYPE_CHECKING:
-    from rv_tui.remote.pool import RemotePool
 
 
 class StreamsMixin(CommandsMixin):
@@ -43,7 +39,7 @@ class StreamsMixin(CommandsMixin):
 class RemoteStream:
     """Async iterator of a remote command's stdout lines; also an async context manager."""
 
-    def __init__(self, pool: "RemotePool", cmd: str) -> None:
+    def __init__(self, pool: StreamsMixin, cmd: str) -> None:
         self.pool = pool
         self.command = cmd
         self.exit_status: int | None = None
