@@ -638,20 +638,27 @@ def ensure_associations() -> None:
                            f"{r.stdout}{r.stderr}\n{tail(P.logs / 'slurmdbd.log')}")
 
 
+LOAD_LIMIT = 100000  # rvother's own per-type limits: "no limit", overriding the partition QOS
+
+
 def ensure_gpu_limits() -> None:
-    """Set the per-user GPU limits on the partition QOS, every start (a change of the table
-    reaches a running database). Only after slurmctld is up: it creates the gres/gpu:<type>
-    TRES in the database on its first registration, and sacctmgr rejects unknown TRES."""
-    per_user = ",".join(f"gres/gpu:{t}={n}" for t, n in GPU_MAX_PER_USER.items())
-    want = set(per_user.split(","))
-    if set(_qos().get(GPU_QOS, ("", ""))[1].split(",")) == want:
-        return
-    run(["sacctmgr", "-i", "modify", "qos", GPU_QOS, "set", f"MaxTRESPerUser={per_user}"],
-        check=False, env=slurm_env())
-    have = _qos().get(GPU_QOS, ("", ""))[1]
-    if set(have.split(",")) != want:
-        raise RuntimeError(f"QOS {GPU_QOS} limits not set (have {have!r})\n"
-                           f"{tail(P.logs / 'slurmdbd.log')}")
+    """Set the per-user GPU limits on the partition QOS, and rvother's QOS's own (huge) ones,
+    every start (a change of the table reaches a running database).  OverPartQOS only lets a
+    job QOS's limits replace the partition QOS's where the job QOS sets them, so rv-load states
+    every type.  Only after slurmctld is up: it creates the gres/gpu:<type> TRES in the
+    database on its first registration, and sacctmgr rejects unknown TRES."""
+    for qos, limits in ((GPU_QOS, GPU_MAX_PER_USER),
+                        (LOAD_QOS, {t: LOAD_LIMIT for t in GPU_MAX_PER_USER})):
+        per_user = ",".join(f"gres/gpu:{t}={n}" for t, n in limits.items())
+        want = set(per_user.split(","))
+        if set(_qos().get(qos, ("", ""))[1].split(",")) == want:
+            continue
+        run(["sacctmgr", "-i", "modify", "qos", qos, "set", f"MaxTRESPerUser={per_user}"],
+            check=False, env=slurm_env())
+        have = _qos().get(qos, ("", ""))[1]
+        if set(have.split(",")) != want:
+            raise RuntimeError(f"QOS {qos} limits not set (have {have!r})\n"
+                               f"{tail(P.logs / 'slurmdbd.log')}")
 
 
 def cold() -> bool:
