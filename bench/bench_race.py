@@ -45,7 +45,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
 from rv_tui.allocator.race import Race, RaceEntry  # noqa: E402
 from rv_tui.cluster.base import JobSubmission  # noqa: E402
 from rv_tui.gpus import GPU_SPECS  # noqa: E402
-from rv_tui.jobs.store import new_group_id  # noqa: E402
+from rv_tui.groupstore import new_group_id  # noqa: E402
 from rv_tui.paths import RemotePaths  # noqa: E402
 from rv_tui.quoting import q  # noqa: E402
 

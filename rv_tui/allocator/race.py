@@ -29,15 +29,15 @@ import asyncio
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 
 from rv_tui.allocator.model import Strategy
 from rv_tui.allocator.rank import rank_key
 from rv_tui.cluster.base import Cluster, ControllerUnavailable, JobInfo, JobSubmission
-from rv_tui.jobs.reasons import reason_text
-from rv_tui.jobs.store import (
+from rv_tui.slurm.reasons import reason_text
+from rv_tui.groupstore import (
     GitInfo, GroupJob, GroupRecord, GroupStore, new_group_id, publish_jobs, publish_record,
     utc_now_iso,
 )
@@ -283,7 +283,7 @@ class Race:
         try:
             results = await self.cluster.submit([e.submission for e in self.entries])
         except Exception as exc:  # the connection dropped mid-batch: never re-send sbatch
-            from rv_tui.jobs.store import recover_submission
+            from rv_tui.groupstore import recover_submission
 
             found = await recover_submission(self.cluster, self.group_id, [e.submission for e in self.entries])
             if found is None:
@@ -534,11 +534,27 @@ def merit_order(entries: Sequence[RaceEntry], stagger: int = BEGIN_STAGGER_S) ->
     items.sort(key=lambda e: rank_key(e.strategy))  # type: ignore[arg-type]
     if stagger <= 0 or len(items) == 1:
         return items
-    from rv_tui.jobs.templates import with_begin_delay
-
     first = next((i for i, e in enumerate(items) if e.strategy.est_wait_s <= STARTS_NOW_S), 0)  # type: ignore[union-attr]
     return [e if i == first else RaceEntry(submission=with_begin_delay(e.submission, stagger), strategy=e.strategy)
             for i, e in enumerate(items)]
+
+
+def with_begin_delay(sub: JobSubmission, seconds: int) -> JobSubmission:
+    """The same job, eligible only *seconds* after its submission (``#SBATCH --begin=now+N``).
+
+    The race gives this to every "starts now" strategy but the best-ranked one: if the best one
+    starts, it claims the group and cancels them before they are eligible (no wasted allocation);
+    if it does not, they become eligible N seconds later.  ``meta["begin_delay_s"]`` tells the
+    demo cluster the same.
+    """
+    n = int(seconds)
+    if n <= 0:
+        return sub
+    head, sep, rest = sub.script.partition("\n")
+    if not head.startswith("#!"):
+        head, sep, rest = "#!/bin/bash", "\n", sub.script
+    script = f"{head}{sep}#SBATCH --begin=now+{n}\n{rest}"
+    return replace(sub, script=script, meta={**sub.meta, "begin_delay_s": n})
 
 
 def entries_for(strategies: Sequence[Strategy], build: Callable[[Strategy], JobSubmission]) -> list[RaceEntry]:
@@ -548,5 +564,5 @@ def entries_for(strategies: Sequence[Strategy], build: Callable[[Strategy], JobS
 
 __all__ = [
     "BEGIN_STAGGER_S", "RAN_STATES", "Race", "RaceEntry", "RaceEvent", "RaceEventKind", "RaceResult",
-    "STARTS_NOW_S", "entries_for", "merit_order", "read_claim_owner",
+    "STARTS_NOW_S", "entries_for", "merit_order", "read_claim_owner", "with_begin_delay",
 ]

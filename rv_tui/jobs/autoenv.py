@@ -17,7 +17,7 @@ from rv_tui.quoting import env_assignment, q
 
 if TYPE_CHECKING:
     from rv_tui.allocator.model import Strategy
-    from rv_tui.jobs.templates import JobContext
+    from rv_tui.jobs.context import JobContext
 
 __all__ = ["AUTO_VARS", "JOB_ID_REF", "auto_env", "export_lines", "shared_hub_cache"]
 

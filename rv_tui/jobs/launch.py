@@ -18,7 +18,7 @@ from rv_tui.allocator.model import Request, Strategy
 from rv_tui.allocator.race import RaceEntry
 from rv_tui.cluster.base import Cluster
 from rv_tui.config import Config
-from rv_tui.jobs.store import new_group_id
+from rv_tui.groupstore import new_group_id
 from rv_tui.paths import RemotePaths
 
 Say = Callable[[str], None]

@@ -189,7 +189,7 @@ async def relaunch(cluster: Cluster, launch: Any, failed_nodes: Iterable[str], *
     from rv_tui.allocator.plan import make_plan
     from rv_tui.errors import RvError
     from rv_tui.jobs.launch import entries_for_context
-    from rv_tui.jobs.store import new_group_id
+    from rv_tui.groupstore import new_group_id
 
     exclude = union_excludes(launch.request.exclude_nodes, failed_nodes)
     request = launch.request.with_(exclude_nodes=exclude)

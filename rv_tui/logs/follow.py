@@ -93,7 +93,7 @@ async def latest_job_id(cluster: Cluster) -> str:
         if pool:
             return max(pool, key=key).job_id
     try:
-        from rv_tui.jobs.store import GroupStore
+        from rv_tui.groupstore import GroupStore
 
         records = sorted(GroupStore().all(), key=lambda r: r.created_at, reverse=True)
     except Exception:
@@ -108,7 +108,7 @@ async def latest_job_id(cluster: Cluster) -> str:
 def _store_hint(job_id: str) -> tuple[str | None, int | None]:
     """Name and node count the local request store remembers for a job (for purged jobs)."""
     try:
-        from rv_tui.jobs.store import GroupStore
+        from rv_tui.groupstore import GroupStore
 
         rec = GroupStore().find_job(job_id)
         job = rec.job(job_id) if rec else None
@@ -168,7 +168,7 @@ async def follow(
         assert ended is not None
         nxt = None
         if chain and ended.state == "COMPLETED" and ended.exit_code == 0:
-            from rv_tui.jobs.store import next_segment
+            from rv_tui.groupstore import next_segment
 
             nxt = await next_segment(cluster, current, final[0] if final else None)
         if nxt is None or nxt in seen:
