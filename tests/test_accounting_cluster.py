@@ -226,3 +226,13 @@ async def test_sixteen_a6000_offers_no_job_over_max_per_job(cluster, capsys, rv_
     assert await rv("up", "--dry-run", "-g", "16", "-t", "a6000") != 0
     out = capsys.readouterr()
     assert "per job" in out.err + out.out
+
+
+def test_background_load_is_not_held_by_the_per_user_limits(cluster_load):
+    """rvother stands for everyone else: 16 H200 of it run (its QOS overrides the partition
+    QOS), while rvtest is held at 4 (test_user_at_h200_limit_gets_no_h200_strategy)."""
+    ids = cluster_load.fill("gpu-h200", "gpu:h200:8", count=2, duration=120)
+    try:
+        assert set(cluster_load.wait_state(ids, ("RUNNING",), timeout=60).values()) == {"RUNNING"}
+    finally:
+        cluster_load.slurm("scancel", *ids, check=False)
