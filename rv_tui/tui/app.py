@@ -26,6 +26,7 @@ from rv_tui.tui.commands import RvCommands
 from rv_tui.tui.clock import local_time
 from rv_tui.tui.help import HelpScreen
 from rv_tui.tui.keys import letter_actions, typing
+from rv_tui.tui.panes import PANES
 from rv_tui.tui.panes.cluster import ClusterPane
 from rv_tui.tui.panes.commandlog import CommandLogPane
 from rv_tui.tui.panes.config import ConfigPane
@@ -38,17 +39,6 @@ from rv_tui.tui.recording import RecordingCluster, command_log_of
 from rv_tui.tui.state import AppState
 from rv_tui.tui.widgets.statusbar import DemoBanner, ReconnectBanner, StatusBar
 
-#: (tab id, title, key) in display order; the keys 1-8 switch panes.
-PANES: tuple[tuple[str, str, str], ...] = (
-    ("cluster", "Cluster", "1"),
-    ("jobs", "Jobs", "2"),
-    ("launch", "Launch", "3"),
-    ("race", "Race", "4"),
-    ("logs", "Logs", "5"),
-    ("env", "Env", "6"),
-    ("config", "Config", "7"),
-    ("commands", "Commands", "8"),
-)
 
 
 class RvApp(App[int]):

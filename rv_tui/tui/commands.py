@@ -8,7 +8,7 @@ from textual.command import DiscoveryHit, Hit, Hits, Provider
 
 
 def _commands(app) -> list[tuple[str, str, object]]:
-    from rv_tui.tui.app import PANES
+    from rv_tui.tui.panes import PANES
 
     out: list[tuple[str, str, object]] = []
     for pid, title, key in PANES:
