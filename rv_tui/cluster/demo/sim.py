@@ -24,13 +24,7 @@ from __future__ import annotations
 
 import heapq
 import math
-import posixpath
-import random
-import re
 from collections import deque
-from collections.abc import Sequence
-from dataclasses import dataclass
-from functools import partial
 
 from rv_tui.cluster.base import (
     ClusterSnapshot, JobInfo, JobSubmission, NodeState, PartitionQueue, ProbeResult, ProbeSpec,
@@ -41,8 +35,13 @@ from rv_tui.paths import RemotePaths
 
 from .clock import to_datetime
 from .fs import MemFS
+from .jobs import (
+    ERR_NODE_CONFIG, ERR_PREFIX, ERR_QOS, ERR_TIME_LIMIT, ShapeError, SimJob, _expand,
+    _parse_constraint, _parse_gres, _script_resources, _terminal, parse_mem_mb,
+)
 from .layout import CPU_POOL, PARTITION_MAXTIME, SimNode, build_nodes, partitions
-from .output import Emit, JobContext, Program, ReplayLines, fixed_lines, make_program, program_lines
+from .lifecycle import JobLifecycle
+from .plan import Block, _Req, _window_now, earliest
 from .workload import POOL_LOAD, Workload
 
 FIRST_JOB_ID = 1000001
@@ -51,167 +50,10 @@ USER_PRIO_BONUS = 1800.0
 MIN_JOB_AGE_S = 300.0
 #: Pending jobs per pool the backfill pass plans (like bf_max_job_test); later ones wait unplanned.
 MAX_PLANNED = 40
-#: Seconds after a race winner starts until it has cancelled its siblings.
-SIBLING_CANCEL_DELAY = 1.0
-#: Seconds a job that lost its race group's claim runs before exiting.
-LOST_CLAIM_RUN_S = 0.5
 #: A requeued job is eligible again this long after the requeue (Slurm: BeginTime ~2 min later).
 REQUEUE_DELAY_S = 120.0
 
-ERR_PREFIX = "sbatch: error: Batch job submission failed: "
-ERR_NODE_CONFIG = ERR_PREFIX + "Requested node configuration is not available"
-ERR_TIME_LIMIT = ERR_PREFIX + "Requested time limit is invalid (missing or exceeds some limit)"
-ERR_QOS = ERR_PREFIX + ("Job violates accounting/QOS policy (job submit limit, user's size and/or "
-                        "time limits)")
-
-
-class ShapeError(Exception):
-    """A job shape Slurm would reject at submission; ``str()`` is sbatch's message."""
-
-
-@dataclass(eq=False)
-class SimJob:
-    """One job of any user, in any state."""
-
-    id: int
-    user: str
-    name: str
-    partition: str
-    pool: str
-    num_nodes: int
-    gpus_per_node: int
-    cpus_per_node: int
-    mem_per_node: int
-    limit_s: int
-    submit: float
-    prio: float
-    run_s: float | None = None  # known for background jobs; set at start for user jobs
-    planned_exit: int = 0
-    time_min_s: int | None = None
-    features: tuple[str, ...] = ()
-    state: str = "PENDING"
-    reason: str | None = "None"
-    est_start: float | None = None
-    start: float | None = None
-    end: float | None = None  # planned end while running, actual end afterwards
-    limit_eff: int = 0
-    hosts: tuple[str, ...] = ()
-    exit_code: int | None = None
-    exit_signal: int | None = None
-    token: int = 0  # invalidates stale end events
-    # demo-user jobs only
-    submission: JobSubmission | None = None
-    program: Program | None = None
-    next_emit: Emit | None = None
-    stdout: str | None = None
-    stderr: str | None = None
-    chain_root: int = 0
-    total_elapsed: float = 0.0
-    outcome: str = "COMPLETED"
-    begin: float = 0.0  # not eligible before this (sbatch --begin; the race's stagger)
-    restarts: int = 0  # times requeued (SLURM_RESTART_COUNT of the next run)
-
-    @property
-    def gres_type(self) -> str | None:
-        return GPU_SPECS[self.pool].gres_type if self.pool in GPU_SPECS else None
-
-    @property
-    def total_gpus(self) -> int:
-        return self.num_nodes * self.gpus_per_node
-
-
-@dataclass
-class _Req:
-    gpus: int
-    cpus: int
-    mem: int
-
-
-Block = tuple[float, float, int, int, int]  # start, end, gpus, cpus, mem
-
-
-def _fits(node: SimNode, blocks: list[Block], req: _Req, t0: float, dur: float) -> bool:
-    """True if *req* fits on *node* during [t0, t0+dur) given the blocks already placed."""
-    end = t0 + dur
-    points = [t0]
-    points.extend(b[0] for b in blocks if t0 < b[0] < end)
-    for p in points:
-        g = c = m = 0
-        for s, e, bg, bc, bm in blocks:
-            if s <= p < e:
-                g += bg
-                c += bc
-                m += bm
-        if g + req.gpus > node.gpus or c + req.cpus > node.cpus or m + req.mem > node.mem:
-            return False
-    return True
-
-
-def _window_now(node: SimNode, blocks: list[Block], req: _Req, t: float) -> float:
-    """Longest duration starting at *t* that fits on *node* (0 if nothing fits now)."""
-    if not _fits(node, blocks, req, t, 1e-6):
-        return 0.0
-    for s in sorted(b[0] for b in blocks if b[0] > t):
-        if not _fits(node, blocks, req, t, s - t + 1e-6):
-            return s - t
-    return math.inf
-
-
-def _free_at(node: SimNode, blocks: list[Block], t: float) -> int:
-    return node.gpus - sum(b[2] for b in blocks if b[0] <= t < b[1])
-
-
-def earliest(nodes: Sequence[SimNode], blocks: dict[str, list[Block]], count: int, req: _Req,
-             t: float, dur: float) -> tuple[float | None, list[SimNode]]:
-    """Earliest time >= t at which *count* of *nodes* can each hold *req* for *dur* seconds."""
-    nodes = [n for n in nodes if n.gpus >= req.gpus and n.cpus >= req.cpus and n.mem >= req.mem]
-    if len(nodes) < count:
-        return None, []
-    if count == 1:
-        best: tuple[float, int, str] | None = None
-        best_node = None
-        for n in nodes:
-            bl = blocks.get(n.name, [])
-            for cand in [t] + sorted({b[1] for b in bl if b[1] > t}):
-                if best is not None and cand > best[0]:
-                    break
-                if _fits(n, bl, req, cand, dur):
-                    key = (cand, _free_at(n, bl, cand), n.name)  # best fit: fewest free GPUs
-                    if best is None or key < best:
-                        best, best_node = key, n
-                    break
-        return (best[0], [best_node]) if best and best_node else (None, [])
-    cands = {t}
-    for n in nodes:
-        cands.update(b[1] for b in blocks.get(n.name, []) if b[1] > t)
-    for cand in sorted(cands):
-        ok = [n for n in nodes if _fits(n, blocks.get(n.name, []), req, cand, dur)]
-        if len(ok) >= count:
-            ok.sort(key=lambda n: (_free_at(n, blocks.get(n.name, []), cand), n.name))
-            return cand, ok[:count]
-    return None, []
-
-
-def parse_mem_mb(text: str | None) -> int | None:
-    """Slurm ``--mem`` (``187G``, ``64000M``, ``1T``, plain MB) as MB."""
-    if not text:
-        return None
-    text = text.strip().upper()
-    mult = {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}
-    try:
-        if text[-1] in mult:
-            return int(float(text[:-1]) * mult[text[-1]])
-        return int(float(text))
-    except ValueError:
-        return None
-
-
-def _expand(path: str, name: str, job_id: int, user: str) -> str:
-    return (path.replace("%x", name).replace("%j", str(job_id)).replace("%u", user)
-            .replace("%%", "%"))
-
-
-class Simulation:
+class Simulation(JobLifecycle):
     """All nodes, jobs, events and files of the demo cluster."""
 
     def __init__(self, *, seed: int, start: float, user: str, scratch: str,
@@ -368,157 +210,6 @@ class Simulation:
                 bg = self.workload.draw(pool)
                 self._add_background(pool, bg, self.t - self.workload._rng[pool].uniform(0, 4 * 3600))
         self._schedule()
-
-    def _start(self, job: SimJob, hosts: Sequence[SimNode], limit: int, *, at: float | None = None) -> None:
-        t = self.t if at is None else at
-        if job in self.pending[job.pool]:
-            self.pending[job.pool].remove(job)
-        self.running[job.pool].append(job)
-        job.state, job.reason, job.start, job.est_start = "RUNNING", "None", t, t
-        job.limit_eff = limit
-        job.hosts = tuple(n.name for n in hosts)
-        for n in hosts:
-            n.gpus_used += job.gpus_per_node
-            n.cpus_used += job.cpus_per_node
-            n.mem_used += job.mem_per_node
-        self.version += 1
-        if job.submission is not None:
-            # The demo user's jobs learn their fate (race claim, program) once every job starting
-            # at this instant is known, so the lowest id wins a tie, as in Slurm's job-id order.
-            job.end = t + limit  # provisional, for the rest of this pass
-            self._starting.append(job)
-            return
-        self._arm_end(job)
-
-    def _arm_end(self, job: SimJob) -> None:
-        assert job.run_s is not None and job.start is not None
-        job.end = job.start + min(job.run_s, job.limit_eff)
-        job.outcome = ("TIMEOUT" if job.run_s > job.limit_eff
-                       else "COMPLETED" if job.planned_exit == 0 else "FAILED")
-        job.token += 1
-        self._push(job.end, "end", (job.id, job.token))
-
-    def _start_user_job(self, job: SimJob) -> None:
-        sub = job.submission
-        assert sub is not None
-        gid = sub.group_id
-        if gid is not None and self.groups.get(gid, job.chain_root) != job.chain_root:
-            winner = self.groups[gid]
-            job.program = Program(LOST_CLAIM_RUN_S, 0, ReplayLines(partial(fixed_lines, (
-                Emit(0.1, "out", None, f"[rv] race group already won by job {winner}; exiting"),))))
-        else:
-            if gid is not None and gid not in self.groups:
-                self.groups[gid] = job.chain_root
-                # the same layout the job templates create: mkdir claim, owner file inside
-                self.fs.write(f"{self.paths.group_dir(gid)}/claim/owner", f"{job.id}\n", 0o600)
-                self.fs.append_line(f"{self.paths.group_dir(gid)}/segments", str(job.id))  # chain starts
-                self._push(self.t + SIBLING_CANCEL_DELAY, "group_cancel", (gid, job.id))
-            gres = f"gpu:{job.gres_type}:{job.gpus_per_node}" if job.gres_type else "cpu"
-            ctx = JobContext(job_id=str(job.id), name=job.name, command=sub.command,
-                             partition=job.partition, gres=gres, hosts=job.hosts,
-                             gpus_per_node=job.gpus_per_node, limit_s=job.limit_eff,
-                             checkpoint_total_s=sub.checkpoint_total_s,
-                             total_elapsed_s=job.total_elapsed)
-            key = f"{self.seed}/job/{job.id}"
-            job.program = make_program(ctx, random.Random(key))
-            claim = None
-            if job.restarts:  # a requeued owner runs again, as the templates do
-                claim = Emit(0.25, "out", None, f"[rv] ===== restart {job.restarts} of job {job.id} "
-                             "(requeued by Slurm) =====")
-            elif gid is not None and self.groups[gid] == job.chain_root and job.chain_root == job.id:
-                claim = Emit(0.25, "out", None, f"[rv] race group {gid}: claimed by job {job.id}")
-            # replayable, so a saved demo state can be pickled mid-job
-            job.program.lines = ReplayLines(partial(program_lines, ctx, key, claim))
-        job.run_s = job.program.run_s
-        job.planned_exit = job.program.exit_code
-        job.next_emit = next(job.program.lines, None)
-        self.emitting.append(job)
-
-    def _finish(self, job: SimJob, state: str | None = None) -> None:
-        """End a running job now (naturally, or with *state* such as CANCELLED)."""
-        t = self.t
-        self._flush_job(job, t)
-        if job in self.emitting:
-            self.emitting.remove(job)
-        self.running[job.pool].remove(job)
-        for h in job.hosts:
-            n = self.node_by_name[h]
-            n.gpus_used -= job.gpus_per_node
-            n.cpus_used -= job.cpus_per_node
-            n.mem_used -= job.mem_per_node
-        final = state or job.outcome
-        job.state, job.end, job.token = final, t, job.token + 1
-        job.exit_code, job.exit_signal = (job.planned_exit, None) if final in ("COMPLETED", "FAILED") else (0, 15)
-        if job.submission is not None:
-            stamp = to_datetime(t).strftime("%Y-%m-%dT%H:%M:%S")
-            if final == "TIMEOUT":
-                self._write(job, "err", None, f"slurmstepd: error: *** JOB {job.id} ON {job.hosts[0]} "
-                            f"CANCELLED AT {stamp} DUE TO TIME LIMIT ***")
-            elif final == "CANCELLED":
-                self._write(job, "err", None, f"slurmstepd: error: *** JOB {job.id} ON {job.hosts[0]} "
-                            f"CANCELLED AT {stamp} ***")
-            elif job.program is not None and job.program.resubmit_total is not None:
-                self._resubmit(job, job.program.resubmit_total)
-        else:
-            self.finished_bg.append((t, job.id))
-        self._dirty.add(job.pool)
-        self.version += 1
-
-    def _cancel(self, job: SimJob) -> None:
-        if job.state == "RUNNING":
-            self._finish(job, "CANCELLED")
-        elif job.state == "PENDING":
-            self.pending[job.pool].remove(job)
-            job.state, job.end, job.reason, job.est_start = "CANCELLED", self.t, "None", None
-            job.exit_code, job.exit_signal = 0, 0
-            self._dirty.add(job.pool)
-            self.version += 1
-
-    def _resubmit(self, job: SimJob, total: float) -> None:
-        sub = job.submission
-        assert sub is not None
-        new = self._add_user_job(sub, chain_root=job.chain_root, total_elapsed=total)
-        self._write(job, "out", None, f"Submitted batch job {new.id}")
-        if sub.group_id is not None:  # as the template's epilogue does: the chain's next segment
-            self.fs.append_line(f"{self.paths.group_dir(sub.group_id)}/segments", str(new.id))
-
-    # ------------------------------------------------------------------ output
-
-    def _target_path(self, job: SimJob, stream: str, node: int | None) -> str:
-        base = job.stdout if stream == "out" else job.stderr
-        assert base is not None
-        if node is None or job.num_nodes == 1:
-            return base
-        return f"{posixpath.dirname(base)}/{job.name}-{job.id}.node{node}.{stream}"
-
-    def _write(self, job: SimJob, stream: str, node: int | None, text: str) -> None:
-        self.fs.append_line(self._target_path(job, stream, node), text)
-
-    def _flush_job(self, job: SimJob, t: float) -> None:
-        assert job.start is not None
-        while job.next_emit is not None and job.start + job.next_emit.at <= t:
-            e = job.next_emit
-            self._write(job, e.stream, e.node, e.text)
-            job.next_emit = next(job.program.lines, None) if job.program else None
-
-    def _flush_output(self, t: float) -> None:
-        """Write every line due by *t*, across jobs in time order (so nodes interleave)."""
-        if not self.emitting:
-            return
-        if len(self.emitting) == 1:
-            self._flush_job(self.emitting[0], t)
-            return
-        heap = [(j.start + j.next_emit.at, j.id, j) for j in self.emitting
-                if j.next_emit is not None and j.start is not None and j.start + j.next_emit.at <= t]
-        heapq.heapify(heap)
-        while heap:
-            _, _, j = heapq.heappop(heap)
-            e = j.next_emit
-            assert e is not None and j.program is not None and j.start is not None
-            self._write(j, e.stream, e.node, e.text)
-            j.next_emit = next(j.program.lines, None)
-            if j.next_emit is not None and j.start + j.next_emit.at <= t:
-                heapq.heappush(heap, (j.start + j.next_emit.at, j.id, j))
 
     # ------------------------------------------------------------------ scheduling
 
@@ -797,42 +488,3 @@ class Simulation:
                 c[2] += j.total_gpus
         queues = {p: PartitionQueue(p, *c) for p, c in counts.items()}
         return ClusterSnapshot(taken_at=to_datetime(self.t), nodes=nodes, queues=queues)
-
-
-_SBATCH_CPUS = re.compile(r"^#SBATCH\s+(?:--cpus-per-task[= ]|-c\s*)(\d+)\s*$", re.MULTILINE)
-_SBATCH_MEM = re.compile(r"^#SBATCH\s+--mem[= ](\S+)\s*$", re.MULTILINE)
-
-
-def _script_resources(script: str) -> tuple[int | None, int | None]:
-    """CPUs per task and memory per node from the script's ``#SBATCH`` lines (the submission has no
-    structured field for them, and Slurm schedules by what the script asks)."""
-    cpus = _SBATCH_CPUS.search(script or "")
-    mem = _SBATCH_MEM.search(script or "")
-    return (int(cpus.group(1)) if cpus else None, parse_mem_mb(mem.group(1)) if mem else None)
-
-
-def _terminal(state: str) -> bool:
-    return state not in ("PENDING", "RUNNING")
-
-
-def _parse_gres(gres: str) -> tuple[str | None, int]:
-    """``gpu:a6000:4`` -> ("a6000", 4); ``gpu:2`` -> (None, 2); "" -> (None, 0)."""
-    parts = [p for p in gres.replace("gres/", "").split(":") if p]
-    if not parts:
-        return None, 0
-    if parts[0] == "gpu":
-        parts = parts[1:]
-    if len(parts) == 1:
-        return (None, int(parts[0])) if parts[0].isdigit() else (parts[0], 1)
-    try:
-        return parts[0], int(parts[1])
-    except (ValueError, IndexError):
-        return parts[0], 1
-
-
-def _parse_constraint(text: str | None) -> tuple[tuple[str, ...], bool]:
-    if not text:
-        return (), False
-    if "|" in text:
-        return tuple(f.strip() for f in text.split("|") if f.strip()), True
-    return tuple(f.strip() for f in text.replace(",", "&").split("&") if f.strip()), False
