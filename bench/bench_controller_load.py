@@ -171,6 +171,7 @@ print(json.dumps([r.command for p in made for r in p.command_log.records() if r.
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--window", type=float, default=60.0, help="dashboard seconds (scaled to a minute)")
+    ap.add_argument("--show", action="store_true", help="list the dashboard's remote commands")
     opts = ap.parse_args()
     if os.geteuid() != 0:
         print("sdiag --reset and runuser need root", file=sys.stderr)
@@ -190,6 +191,9 @@ def main() -> int:
     for c in cmds:
         per_kind[kind_of(c)] += rpc_cost(c)
         calls[kind_of(c)] += 1
+    if opts.show:
+        for c, n in Counter(cmds).most_common():
+            print(f"{n:3d}x {rpc_cost(c)} RPCs  {c[:150]!r}")
     print(f"\nIdle dashboard (Cluster pane, default settings), {opts.window:g} s window scaled to a "
           f"minute, {polls} polls; RPCs counted exactly per command (run as uid nobody):\n")
     print("| Slurm command | calls per minute | slurmctld RPCs per minute |")

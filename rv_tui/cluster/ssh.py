@@ -161,6 +161,25 @@ class SshCluster:
                 found = acct.with_history(found, self._history_from(more[0], tz))
         return [found[j] for j in ids if j in found]
 
+    async def poll(self) -> tuple[ClusterSnapshot, list[JobInfo]]:
+        """Optional capability (the dashboard's refresh): :meth:`snapshot` and :meth:`jobs` in one
+        round trip and 3 slurmctld RPCs (sinfo: PARTITION_INFO + NODE_INFO; one
+        ``scontrol show job -o``: JOB_INFO, filtered and counted by awk remotely) instead of 8.
+        A job line that free text made ambiguous falls back to :meth:`jobs` (squeue)."""
+        from rv_tui.slurm import pollquery as pq
+
+        clock_r, sinfo_r, job_r = await self.pool.run_many(
+            [b.CLOCK_COMMAND, b.sinfo_nodes_command(), pq.poll_jobs_command(self.user)])
+        clock = self._remember_clock(_ok(clock_r, "date").stdout)
+        nodes = p.parse_sinfo_nodes(_ok(sinfo_r, "sinfo").stdout)
+        problems = p.job_query_errors(job_r.stderr)
+        if problems:
+            raise ControllerUnavailable(f"Slurm did not answer scontrol: {problems[-1]}",
+                                        hint="slurmctld may be restarting; try again in a minute")
+        ans = pq.parse_poll(job_r.stdout, clock.tz, self.user)
+        snap = ClusterSnapshot(taken_at=clock.now, nodes=tuple(nodes), queues=ans.queues)
+        return snap, (ans.jobs if ans.jobs is not None else await self.jobs())
+
     async def history(self, job_ids: Sequence[str]) -> History:
         """One batched ``sacct -X -D`` for every id (final state, exit code, requeues, WorkDir)."""
         ids = [str(j) for j in job_ids if str(j)]

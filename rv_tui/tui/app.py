@@ -80,7 +80,8 @@ class RvApp(App[int]):
         self.poller = workers.Poller(cluster, self, poll_interval,
                                      probe=lookups.backfill_windows if probe_windows else None)
         # sbatch --test-only probes only while the Cluster pane (its backfill column) is showing
-        self.poller.backfill_wanted = lambda: self._q(TabbedContent).active == "cluster"
+        self.poller.backfill_wanted = lambda: (self._q(TabbedContent).active == "cluster"
+                                               and self._q(ClusterPane).backfill_on())
         self._log_listener_remove: Callable[[], None] | None = None
         self._conn_listener_remove: Callable[[], None] | None = None
 

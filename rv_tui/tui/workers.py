@@ -88,7 +88,7 @@ class Poller:
         try:
             wanted = bool(self.backfill_wanted())
         except Exception:  # noqa: BLE001 - a broken visibility check must not stop polling
-            wanted = True
+            wanted = False  # (nor cost 48 RPCs: the probes are the expensive part)
         return wanted and (self.windows_at is None or time.time() - self.windows_at >= BACKFILL_MAX_AGE_S)
 
     async def poll_once(self) -> None:
@@ -98,7 +98,11 @@ class Poller:
             real = not getattr(self.cluster, "is_demo", False)
             reuse_jobs = (real and not forced and not self._busy and self._jobs_mono is not None
                           and time.monotonic() - self._jobs_mono < IDLE_JOBS_S)
-            if reuse_jobs:
+            both = getattr(self.cluster, "poll", None) if real else None
+            if both is not None:  # one round trip, one job query (SshCluster.poll: 3 RPCs)
+                snap, jobs = await both()
+                self._jobs, self._jobs_mono = list(jobs), time.monotonic()
+            elif reuse_jobs:
                 snap, jobs = await self.cluster.snapshot(), list(self._jobs)
             else:
                 snap, jobs = await asyncio.gather(self.cluster.snapshot(), self.cluster.jobs())

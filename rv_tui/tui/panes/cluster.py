@@ -6,10 +6,12 @@ better?" (free GPUs per type over this session, kept in :class:`AppState.history
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from rich.text import Text
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Vertical
 from textual.widgets import DataTable, Static
 
@@ -51,7 +53,37 @@ class ClusterPane(Vertical):
 
     Queue depth and the backfill window belong to a partition, not a GPU type: they are shown on
     the partition's first row only.  "GPUs free" counts free GPUs on any node; "idle nodes"
-    counts nodes with nothing allocated (what a whole-node job needs)."""
+    counts nodes with nothing allocated (what a whole-node job needs).
+
+    The backfill column is ~24 ``sbatch --test-only`` probes (2 slurmctld RPCs each) a refresh:
+    on a real cluster it is off until ``b`` turns it on (the demo shows it), and the summary
+    says how old its figures are (the status bar says how old the rest is)."""
+
+    BINDINGS = [Binding("b", "toggle_backfill", "Backfill column", show=False)]
+    #: None: the default (on for the demo, off on a real cluster); ``b`` sets it
+    show_backfill: bool | None = None
+
+    def backfill_on(self) -> bool:
+        """Whether the backfill column is shown (the poller probes only then)."""
+        if self.show_backfill is None:
+            return bool(getattr(self.app.cluster, "is_demo", False))
+        return self.show_backfill
+
+    def action_toggle_backfill(self) -> None:
+        self.show_backfill = not self.backfill_on()
+        if self.show_backfill:
+            self.app.poller.poke()  # type: ignore[attr-defined]  # probe now, not in 60 s
+        self.refresh_from(self.app.state)  # type: ignore[attr-defined]
+
+    def _backfill_note(self) -> str:
+        """``backfill off (b)`` / ``backfill 40s old (b)``; empty on the demo."""
+        if getattr(self.app.cluster, "is_demo", False):
+            return ""
+        if not self.backfill_on():
+            return "   backfill off (b shows it)"
+        at = getattr(getattr(self.app, "poller", None), "windows_at", None)
+        age = "probing…" if at is None else f"{format_human(max(0, int(time.time() - at)))} old"
+        return f"   backfill {age} (b hides it)"
 
     def compose(self) -> ComposeResult:
         yield Static("", id="cluster-summary", classes="pane-title")
@@ -74,7 +106,9 @@ class ClusterPane(Vertical):
         total = sum(t for _, t in totals.values())
         summary.update(Text.assemble(
             ("GPUs free ", "bold"), (f"{free}", "bold green" if free else "bold red"), f"/{total}",
-            "   ", (" · ".join(f"{k} {f}/{t}" for k, (f, t) in sorted(totals.items())), "dim")))
+            "   ", (" · ".join(f"{k} {f}/{t}" for k, (f, t) in sorted(totals.items())), "dim"),
+            (self._backfill_note(), "dim")))
+        backfill = self.backfill_on()
         cursor = table.cursor_row
         table.clear()
         seen: set[str] = set()
@@ -90,7 +124,7 @@ class ClusterPane(Vertical):
                 part = Text(av.partition, style="bold")
                 q_text = f"{queue.running_jobs}/{queue.pending_jobs}" if queue else "0/0"
                 pend = str(queue.pending_gpus) if queue else "0"
-                window = window_text(state.windows.get(av.partition))
+                window = window_text(state.windows.get(av.partition)) if backfill else "b: show"
             else:  # the partition's queue and window are on its first row
                 part, q_text, pend, window = Text("  ″", style="dim"), "", "", ""
             table.add_row(
