@@ -61,14 +61,28 @@ class PollAnswer:
     queues: dict[str, PartitionQueue]
 
 
-def _count(line: str, key: str) -> int:
-    return len(re.findall(rf"(?:^| ){re.escape(key)}=", line))
+#: Key syntax as :func:`~rv_tui.slurm.parsers.parse_scontrol_record` reads it.
+_KEY_RE = re.compile(r"(?:^|\s)([A-Za-z][A-Za-z0-9_:/]*)=")
+#: Keys scontrol prints right after ``Comment=`` (22.05: StdErr; others for other versions);
+#: anything else there means the comment holds key-like text.
+_AFTER_COMMENT = frozenset({"StdErr", "StdIn", "StdOut", "Extra", "AdminComment", "Power",
+                            "MailUser", "Reservation", "OverSubscribe"})
 
 
 def trusted_line(line: str) -> bool:
-    """Every key rv reads occurs exactly once (free text cannot have faked one)."""
-    return (all(_count(line, k) == 1 for k in _ONCE)
-            and all(_count(line, k) <= 1 for k in _AT_MOST_ONCE))
+    """Free text (job name, comment) cannot have faked a key rv reads: each occurs exactly
+    once, the name is followed by ``UserId=`` and the comment by what scontrol puts there."""
+    keys = [m.group(1) for m in _KEY_RE.finditer(line)]
+    if any(keys.count(k) != 1 for k in _ONCE) or any(keys.count(k) > 1 for k in _AT_MOST_ONCE):
+        return False
+    at = keys.index("JobName")
+    if at + 1 >= len(keys) or keys[at + 1] != "UserId":
+        return False
+    if "Comment" in keys:
+        at = keys.index("Comment")
+        if at + 1 < len(keys) and keys[at + 1] not in _AFTER_COMMENT:
+            return False
+    return True
 
 
 def _squeue_id(job: JobInfo, line: str) -> str:
