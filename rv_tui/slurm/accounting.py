@@ -27,7 +27,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import tzinfo
 
-from rv_tui.cluster.base import History, JobInfo
+from rv_tui.slurm.model import History, JobInfo
 from rv_tui.quoting import q
 
 SEP = "\x1f"

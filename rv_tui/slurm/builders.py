@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from rv_tui.cluster.base import ProbeSpec
+from rv_tui.slurm.model import ProbeSpec
 from rv_tui.durations import format_slurm
 from rv_tui.quoting import join, q, q_path
 

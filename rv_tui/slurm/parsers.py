@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from rv_tui.cluster.base import JobInfo, NodeState, PartitionQueue
+from rv_tui.slurm.model import JobInfo, NodeState, PartitionQueue
 from rv_tui.durations import parse_slurm_time
 from rv_tui.gpus import types_for_gres
 from rv_tui.slurm.builders import SEP, SINFO_FIELDS, SQUEUE_JOB_FIELDS

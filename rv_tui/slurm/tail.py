@@ -30,7 +30,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from rv_tui.cluster.base import FileLine
+from rv_tui.slurm.model import FileLine
 from rv_tui.quoting import q, q_path
 
 #: Maximum payload bytes per frame line (well under Linux's PIPE_BUF of 4096, so writes are atomic).
