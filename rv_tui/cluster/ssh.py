@@ -107,12 +107,15 @@ class SshCluster:
     # ------------------------------------------------------------------ state
 
     async def snapshot(self) -> ClusterSnapshot:
-        """date + sinfo (GRES, GRES_USED) + queue depth: one round trip."""
+        """date + sinfo (GRES, GRES_USED) + queue depth: one round trip, 3 slurmctld RPCs (the
+        depth is counted from one ``scontrol show job -o``, 1 RPC; ``squeue`` is 2)."""
+        from rv_tui.slurm import pollquery as pq
+
         clock_r, sinfo_r, queue_r = await self.pool.run_many(
-            [b.CLOCK_COMMAND, b.sinfo_nodes_command(), b.squeue_queue_command()])
+            [b.CLOCK_COMMAND, b.sinfo_nodes_command(), pq.poll_jobs_command(None)])
         clock = self._remember_clock(_ok(clock_r, "date").stdout)
         nodes = p.parse_sinfo_nodes(_ok(sinfo_r, "sinfo").stdout)
-        queues = p.parse_queue_counts(queue_r.stdout if queue_r.ok else "")
+        queues = pq.parse_poll(queue_r.stdout if queue_r.ok else "", clock.tz, self.user).queues
         return ClusterSnapshot(taken_at=clock.now, nodes=tuple(nodes), queues=queues)
 
     async def jobs(self, job_ids: Sequence[str] | None = None, *,
