@@ -37,7 +37,7 @@ IDLE_POLL_S = 15.0
 #: only when the Cluster pane shows them and they are older than this.
 BACKFILL_MAX_AGE_S = 60.0
 #: With none of the user's jobs queued, their (empty) job list is re-read at most this often
-#: (a submission from this dashboard pokes a full poll at once).
+#: (a submission from this dashboard pokes a full poll at once); clusters without ``poll()``.
 IDLE_JOBS_S = 60.0
 _ACTIVE = frozenset({"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "RESIZING",
                      "SUSPENDED", "STAGE_OUT", "SIGNALING"})
@@ -48,8 +48,10 @@ class Poller:
 
     ``poke()`` starts the next poll at once (the refresh key), without overlapping a running one.
     Cadence (kind to slurmctld): ``interval`` while the user has jobs in the queue, at least
-    :data:`IDLE_POLL_S` otherwise (real clusters; the demo always uses ``interval``). Snapshot
-    and jobs are asked concurrently (one round of latency). Backfill probes run only when
+    :data:`IDLE_POLL_S` otherwise (real clusters; the demo always uses ``interval``). A cluster
+    with ``poll()`` (SshCluster: one sinfo + one ``scontrol show job``, 3 slurmctld RPCs, so an
+    idle dashboard costs 12 a minute) answers snapshot and jobs together; otherwise both are
+    asked concurrently (one round of latency). Backfill probes run only when
     ``backfill_wanted()`` (the app can point it at "is the Cluster pane showing?") and the last
     windows are older than :data:`BACKFILL_MAX_AGE_S`; an idle user's empty job list is re-read
     every :data:`IDLE_JOBS_S` (a poke always reads everything). ``data_at`` / ``windows_at``
