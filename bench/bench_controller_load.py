@@ -120,9 +120,10 @@ def kind_of(cmd: str) -> str:
     return "other (no Slurm call)"
 
 
-async def dashboard(window: float) -> tuple[list[str], int, Counter[str], bool]:
+async def dashboard(window: float, backfill: bool = False) -> tuple[list[str], int, Counter[str], bool]:
     """The TUI, headless, idle on its first (Cluster) pane for ``window`` seconds: the remote
-    commands it sent, its polls, and sdiag's (noisy, shared-cluster) counts by type meanwhile."""
+    commands it sent, its polls, and sdiag's (noisy, shared-cluster) counts by type meanwhile.
+    ``backfill``: with the backfill column switched on (``b``; off by default)."""
     from rv_tui.cluster import open_cluster
     from rv_tui.config import config_path, load_config
     from rv_tui.tui.app import RvApp
@@ -132,6 +133,12 @@ async def dashboard(window: float) -> tuple[list[str], int, Counter[str], bool]:
         app = RvApp(cluster, config_path=config_path())  # the defaults a user gets
         async with app.run_test(size=(160, 50)) as pilot:
             await pilot.pause()
+            if backfill:
+                from rv_tui.tui.panes.cluster import ClusterPane
+
+                pane = app.query_one(ClusterPane)
+                if hasattr(pane, "show_backfill"):
+                    pane.show_backfill = True
             log = cluster.pool.command_log  # type: ignore[attr-defined]
             n0, p0 = log.total, app.poller.polls
             sdiag_reset()
@@ -172,6 +179,8 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--window", type=float, default=60.0, help="dashboard seconds (scaled to a minute)")
     ap.add_argument("--show", action="store_true", help="list the dashboard's remote commands")
+    ap.add_argument("--backfill", action="store_true", help="with the backfill column on (b)")
+    ap.add_argument("--no-invocations", action="store_true", help="the dashboard only")
     opts = ap.parse_args()
     if os.geteuid() != 0:
         print("sdiag --reset and runuser need root", file=sys.stderr)
@@ -184,7 +193,7 @@ def main() -> int:
     os.environ["RV_NO_AGENT"] = "1"  # the controller sees the same RPCs either way
     env = dict(os.environ)
 
-    cmds, polls, by_type, busy = asyncio.run(dashboard(opts.window))
+    cmds, polls, by_type, busy = asyncio.run(dashboard(opts.window, opts.backfill))
     scale = 60.0 / opts.window
     per_kind: Counter[str] = Counter()
     calls: Counter[str] = Counter()
@@ -194,7 +203,7 @@ def main() -> int:
     if opts.show:
         for c, n in Counter(cmds).most_common():
             print(f"{n:3d}x {rpc_cost(c)} RPCs  {c[:150]!r}")
-    print(f"\nIdle dashboard (Cluster pane, default settings), {opts.window:g} s window scaled to a "
+    print(f"\nIdle dashboard (Cluster pane, {'backfill column on' if opts.backfill else 'default settings'}), {opts.window:g} s window scaled to a "
           f"minute, {polls} polls; RPCs counted exactly per command (run as uid nobody):\n")
     print("| Slurm command | calls per minute | slurmctld RPCs per minute |")
     print("|---|---|---|")
@@ -210,6 +219,8 @@ def main() -> int:
     print("\n(sdiag by type in the same window, whole shared cluster, per minute: "
           + ", ".join(f"{k.removeprefix('REQUEST_')} {v * scale:.0f}" for k, v in noisy.items()) + ")")
 
+    if opts.no_invocations:
+        return 0
     print("\nPer invocation:\n")
     print("| command | remote commands | slurmctld RPCs |")
     print("|---|---|---|")
