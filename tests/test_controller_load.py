@@ -111,7 +111,9 @@ def test_backfill_column_is_opt_in(direct):
                 await _until(pilot, lambda: app.poller.polls >= 1, "the first poll")
                 pane = app.query_one(ClusterPane)
                 summary = lambda: str(app.query_one("#cluster-summary").render())  # noqa: E731
-                assert not pane.backfill_on() and "backfill off" in summary()
+                # the poll's message reaches the pane a moment after the poll count moves
+                await _until(pilot, lambda: "backfill off" in summary(), "the summary")
+                assert not pane.backfill_on()
                 assert not any(kind(c) == "sbatch --test-only" for c in await _poll(app, pilot))
                 p0 = app.poller.polls
                 await pilot.press("b")  # poked: the next refresh probes
@@ -154,7 +156,18 @@ def test_ambiguous_job_name_falls_back_to_squeue(direct, slurm_cluster):
             cmds = [r.command for r in log.records()[-(log.total - n0):]]
             mine = [j for j in jobs if j.job_id == job_id]
             assert len(mine) == 1 and mine[0].name == name and mine[0].gres == ""
-            assert any(kind(c) == "squeue" for c in cmds)  # the fallback ran
+            assert any(kind(c) == "squeue" and job_id in c for c in cmds)  # asked about it alone
+            await cluster.cancel([job_id])
+            deadline = time.monotonic() + 60
+            while True:  # once seen finished, it is not asked about again
+                _snap, jobs = await cluster.poll()
+                if not any(j.job_id == job_id for j in jobs):
+                    break
+                assert time.monotonic() < deadline, "the cancelled job stayed listed"
+            n0 = log.total
+            await cluster.poll()
+            assert not [r.command for r in log.records()[-(log.total - n0):] if job_id in r.command]
+            job_id = None
         finally:
             if job_id:
                 await cluster.cancel([job_id])

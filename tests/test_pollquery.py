@@ -55,7 +55,7 @@ def squeue_view(tz) -> list:
 @pytest.mark.parametrize("awk", AWKS)
 def test_one_query_gives_what_three_squeues_gave(tz, awk):
     ans = pq.parse_poll(run_awk(fx("poll_scontrol_jobs.txt"), USER, awk), tz, USER)
-    assert ans.jobs is not None
+    assert ans.ambiguous == ()
     assert sorted(ans.jobs, key=lambda j: j.job_id) == sorted(squeue_view(tz), key=lambda j: j.job_id)
     assert ans.queues == p.parse_queue_counts(fx("poll_squeue_queue.txt"))
     ids = {j.job_id for j in ans.jobs}
@@ -115,8 +115,9 @@ def test_free_text_never_fakes_a_job(line, before, fake, after, owner, field):
     from datetime import timezone
 
     ans = pq.parse_poll(line, timezone.utc, USER)
-    if ans.jobs is None:
-        return  # ambiguous: the squeue fallback answers
+    if ans.ambiguous:  # the caller asks squeue about this id alone
+        assert ans.jobs == [] and ans.ambiguous == (re.match(r"JobId=(\d+)", line).group(1),)
+        return
     if owner != USER:
         assert ans.jobs == []
         return
@@ -131,7 +132,9 @@ def test_ambiguous_line_says_so(tz):
     line = _lines()[0].replace("JobName=", "JobName=x UserId=rvtest(1002) y", 1)
     assert pq.trusted_line(_lines()[0])
     assert not pq.trusted_line(line)
-    assert pq.parse_poll(line, tz, USER).jobs is None
+    ans = pq.parse_poll(line + "\n" + _lines()[1], tz, USER)
+    assert ans.ambiguous == (re.match(r"JobId=(\d+)", line).group(1),)
+    assert [j.job_id for j in ans.jobs] == [re.match(r"JobId=(\d+)", _lines()[1]).group(1)]
 
 
 def test_user_is_quoted():

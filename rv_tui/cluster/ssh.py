@@ -168,7 +168,8 @@ class SshCluster:
         """Optional capability (the dashboard's refresh): :meth:`snapshot` and :meth:`jobs` in one
         round trip and 3 slurmctld RPCs (sinfo: PARTITION_INFO + NODE_INFO; one
         ``scontrol show job -o``: JOB_INFO, filtered and counted by awk remotely) instead of 8.
-        A job line that free text made ambiguous falls back to :meth:`jobs` (squeue)."""
+        Ids of job lines that free text made ambiguous are asked about with :meth:`jobs`
+        (squeue, name last); those that turn out finished or another user's are not asked again."""
         from rv_tui.slurm import pollquery as pq
 
         clock_r, sinfo_r, job_r = await self.pool.run_many(
@@ -181,7 +182,19 @@ class SshCluster:
                                         hint="slurmctld may be restarting; try again in a minute")
         ans = pq.parse_poll(job_r.stdout, clock.tz, self.user)
         snap = ClusterSnapshot(taken_at=clock.now, nodes=tuple(nodes), queues=ans.queues)
-        return snap, (ans.jobs if ans.jobs is not None else await self.jobs())
+        ignore: set[str] = self.__dict__.setdefault("_poll_ignore", set())
+        unsure = [j for j in ans.ambiguous if j not in ignore]
+        if not unsure:
+            return snap, ans.jobs
+        extra = []
+        for job in await self.jobs(unsure):
+            if job.user == self.user and job.state not in TERMINAL_STATES:
+                extra.append(job)
+            else:  # finished, or someone else's: stays so
+                ignore.add(job.job_id)
+        if len(ignore) > 4096:
+            ignore.clear()
+        return snap, ans.jobs + extra
 
     async def history(self, job_ids: Sequence[str]) -> History:
         """One batched ``sacct -X -D`` for every id (final state, exit code, requeues, WorkDir)."""

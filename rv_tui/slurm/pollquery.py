@@ -9,8 +9,9 @@ node keeps the transfer small: the user's lines go out whole, everyone else's jo
 
 ``scontrol -o`` lines are ``Key=value`` with free text (job name, comment, paths) unquoted, so a
 name such as ``x UserId=alice(1)`` could make a line ambiguous. A user line is trusted only when
-every key rv reads occurs in it exactly once; otherwise :func:`parse_poll` says so and the
-caller asks the precise (name-last) ``squeue`` instead. Counts are cosmetic and taken as read.
+every key rv reads occurs in it exactly once (:func:`trusted_line`); otherwise :func:`parse_poll`
+returns its job id (the line's first word, which free text cannot move) and the caller asks
+about that id alone. Counts are cosmetic and taken as read.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import re
 from dataclasses import dataclass, replace
 from datetime import tzinfo
 
-from rv_tui.cluster.base import TERMINAL_STATES, JobInfo, PartitionQueue
+from rv_tui.slurm.model import TERMINAL_STATES, JobInfo, PartitionQueue
 from rv_tui.quoting import q
 from rv_tui.slurm.parsers import parse_queue_counts, parse_scontrol_jobs
 
@@ -55,10 +56,11 @@ def poll_jobs_command(user: str | None) -> str:
 class PollAnswer:
     """What one :func:`poll_jobs_command` said."""
 
-    #: The user's active jobs, shaped as ``squeue``'s default listing; None when a line was
-    #: ambiguous (ask ``squeue`` instead).
-    jobs: list[JobInfo] | None
+    #: The user's active jobs, shaped as ``squeue``'s default listing (trusted lines only).
+    jobs: list[JobInfo]
     queues: dict[str, PartitionQueue]
+    #: Ids of lines free text made ambiguous (ask about them precisely).
+    ambiguous: tuple[str, ...] = ()
 
 
 #: Key syntax as :func:`~rv_tui.slurm.parsers.parse_scontrol_record` reads it.
@@ -105,17 +107,19 @@ def parse_poll(text: str, tz: tzinfo, user: str) -> PollAnswer:
     counts = "\n".join(ln[len(COUNT_MARK):] for ln in text.splitlines() if ln.startswith(COUNT_MARK))
     queues = parse_queue_counts(counts)
     jobs: list[JobInfo] = []
+    unsure: list[str] = []
     for line in text.splitlines():
         if not line.startswith("JobId="):
             continue
-        if not trusted_line(line):
-            return PollAnswer(None, queues)
-        parsed = parse_scontrol_jobs(line, tz)
+        parsed = parse_scontrol_jobs(line, tz) if trusted_line(line) else []
         if not parsed:
-            return PollAnswer(None, queues)
+            m = re.match(r"JobId=(\d+)", line)
+            if m:
+                unsure.append(m.group(1))
+            continue
         job = parsed[0]
         if job.user != user or job.state in TERMINAL_STATES:
             continue
         jobs.append(replace(job, job_id=_squeue_id(job, line), exit_code=None, exit_signal=None,
                             stdout_path=None, stderr_path=None))
-    return PollAnswer(jobs, queues)
+    return PollAnswer(jobs, queues, tuple(unsure))
