@@ -65,8 +65,6 @@ def test_tui_does_not_import_the_cli(path: Path) -> None:
 # --- the shape of the tree (issue 16): sizes, cycles, the floors ------------------------------------
 
 MAX_LINES = 600
-#: still to do (issue 16), in an area other engineers were editing; fails once fixed (then remove it)
-NOT_YET_DOWN = {"rv_tui.slurm"}  # slurm/ still takes its dataclasses from cluster/base.py
 
 
 def _module_name(path: Path) -> str:
@@ -197,7 +195,4 @@ def test_no_upward_imports(lower: str, upper: str) -> None:
     bad = {f"{m} -> {t}" for m, targets in _graph().items()
            if m == lower or m.startswith(lower + ".")
            for t in targets if t == upper or t.startswith(upper + ".")}
-    if lower in NOT_YET_DOWN:
-        assert bad, f"{lower} no longer imports {upper}: remove it from NOT_YET_DOWN"
-        pytest.xfail(f"not turned around yet (issue 16): {sorted(bad)}")
     assert not bad, sorted(bad)
