@@ -265,7 +265,7 @@ def test_env_import_bad_line_changes_nothing(qa_home: Path, tmp_path: Path) -> N
     err = user_error(r, f"{dotenv} line 3", "expected KEY=value", "nothing was imported")
     assert "leakedsecret" not in err + r.stdout  # the bad line may be a secret: shown masked
     after = rv(qa_home, "env", "list", "--json")
-    assert json.loads(after.stdout) == json.loads(listed.stdout) == {"vars": {"KEEP_ME": "v1"}}
+    assert json.loads(after.stdout) == json.loads(listed.stdout) == {"vars": {"KEEP_ME": "v1"}, "expanded_in_job": {}}
     assert snapshot(qa_home, dotenv) == before
 
 
@@ -468,7 +468,7 @@ def test_hostile_scratch_path_is_data_not_code(rv_home: Path, tmp_path: Path) ->
     try:
         assert rv(rv_home, "env", "set", "FOO", "bar").returncode == 0
         listed = rv(rv_home, "env", "list", "--json")
-        assert json.loads(listed.stdout) == {"vars": {"FOO": "bar"}}, listed.stderr
+        assert json.loads(listed.stdout) == {"vars": {"FOO": "bar"}, "expanded_in_job": {}}, listed.stderr
         r = rv(rv_home, "run", "--no-sync", "-t", "a6000", "--time", "10m", "echo", "hi", cwd=tmp_path)
         user_error(r, "cannot be used in #SBATCH -o/-e", "hint: set [paths] scratch")
         assert "submitted" not in r.stderr
