@@ -28,6 +28,10 @@ HELP = """\
 `esc` leaves a text field or list (normal mode): digits, `?`, `q` and the one-letter keys are
 text while a field has focus and never fire there.
 
+## Cluster
+`b` show/hide the backfill column (it costs `sbatch --test-only` probes, so it is off on a real
+cluster until asked for; re-probed only when older than 60 s)
+
 ## Jobs
 `enter` details · `l` logs · `c` cancel (with the other jobs of its race; default: keep) ·
 `a` attach (shell on the node) · `/` filter as you type (`esc` clears)
