@@ -190,45 +190,34 @@ class AgentPool:
         return results
 
     async def read_file(self, path: str, *, timeout: float | None = None) -> bytes:
-        started = time.time()
-        try:
-            value = await self._call("read_file", {"path": path, "timeout": timeout}, idempotent=True)
-        except RemoteError as exc:
-            self.command_log.record(f"sftp read {path}", started_at=started, duration=time.time() - started,
-                                    exit_status=None, error=exc.message, kind="sftp")
-            raise
-        self.command_log.record(f"sftp read {path}", started_at=started, duration=time.time() - started,
-                                exit_status=0, kind="sftp")
+        value = await self._sftp_call(f"sftp read {path}", "read_file", {"path": path, "timeout": timeout})
         return value if isinstance(value, bytes) else (proto.b64d(value) or b"")
 
     async def write_file(self, path: str, data: str | bytes, mode: int = 0o600, *,
                          make_parents: bool = False, timeout: float | None = None) -> None:
-        started = time.time()
         # an atomic temp+rename write: repeating it leaves the same file, so it is idempotent
-        try:
-            await self._call("write_file", {"path": path, "data": proto.b64e(data), "mode": mode,
-                                            "make_parents": make_parents, "timeout": timeout},
-                             idempotent=True)
-        except RemoteError as exc:
-            self.command_log.record(f"sftp write {path}", started_at=started, duration=time.time() - started,
-                                    exit_status=None, error=exc.message, kind="sftp")
-            raise
-        self.command_log.record(f"sftp write {path}", started_at=started, duration=time.time() - started,
-                                exit_status=0, kind="sftp")
+        await self._sftp_call(f"sftp write {path}", "write_file", {
+            "path": path, "data": proto.b64e(data), "mode": mode, "make_parents": make_parents,
+            "timeout": timeout})
 
     async def download_file(self, path: str, local_path: str) -> int:
         """SFTP get to a local file; the agent (same machine, same user) writes it."""
+        n = await self._sftp_call(f"sftp get {path}", "download",
+                                  {"path": path, "local_path": os.path.abspath(local_path)})
+        return int(n)
+
+    async def _sftp_call(self, label: str, op: str, args: dict[str, Any]) -> Any:
+        """One idempotent file request to the agent, recorded in the command log either way."""
         started = time.time()
         try:
-            n = await self._call("download", {"path": path, "local_path": os.path.abspath(local_path)},
-                                 idempotent=True)
+            value = await self._call(op, args, idempotent=True)
         except RemoteError as exc:
-            self.command_log.record(f"sftp get {path}", started_at=started, duration=time.time() - started,
+            self.command_log.record(label, started_at=started, duration=time.time() - started,
                                     exit_status=None, error=exc.message, kind="sftp")
             raise
-        self.command_log.record(f"sftp get {path}", started_at=started, duration=time.time() - started,
+        self.command_log.record(label, started_at=started, duration=time.time() - started,
                                 exit_status=0, kind="sftp")
-        return int(n)
+        return value
 
     def stream(self, cmd: str) -> AgentStream:
         return AgentStream(self, cmd)

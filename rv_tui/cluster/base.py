@@ -22,25 +22,9 @@ from rv_tui.slurm.model import (  # noqa: F401 (re-exported: the Cluster interfa
     GpuAvailability, ClusterSnapshot, ProbeSpec, ProbeResult, JobSubmission, SubmitResult, JobInfo,
     History, FileLine, ExecResult,
 )
+from rv_tui.slurm import model as _model
 
-__all__ = [
-    "Cluster",
-    "ClusterSnapshot",
-    "ControllerUnavailable",
-    "ExecResult",
-    "FileLine",
-    "GpuAvailability",
-    "History",
-    "JobInfo",
-    "JobSubmission",
-    "NodeState",
-    "PartitionQueue",
-    "ProbeResult",
-    "ProbeSpec",
-    "STARTED_STATES",
-    "SubmitResult",
-    "TERMINAL_STATES",
-]
+__all__ = ["Cluster", *_model.__all__]
 
 
 @runtime_checkable
