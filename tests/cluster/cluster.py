@@ -208,7 +208,7 @@ def slurm_conf() -> str:
         "SwitchType=switch/none",
         "MpiDefault=none",
         # job mail is recorded, not sent (tests/cluster/mailprog.sh -> STATE/mail/mail.log)
-        f"MailProg={Path(__file__).resolve().parent / 'mailprog.sh'}",
+        f"MailProg={P.bin / 'mailprog.sh'}",  # a copy in the state dir: slurm.conf is the same from any checkout
         *accounting_lines(),
         "JobCompType=jobcomp/none",
         "SelectType=select/cons_tres",
@@ -464,6 +464,7 @@ def prepare_files(port: int) -> bool:
         if not (P.site / f"{tool}.txt").exists():
             write_if_changed(P.site / f"{tool}.txt", default)
         write_if_changed(P.bin / tool, site_tool(tool), 0o755)
+    write_if_changed(P.bin / "mailprog.sh", (Path(__file__).resolve().parent / "mailprog.sh").read_text(), 0o755)
     return changed
 
 
