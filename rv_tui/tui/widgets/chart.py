@@ -207,7 +207,23 @@ def render_timeline(lanes: Sequence[TimelineLane], now: float, width: int, heigh
     return _fit(Text("\n").join([head, plot(draw, width, max(rows, 5))]), width)
 
 
-class HistoryChart(Static):
+class _SizedChart(Static):
+    """A chart drawn at the widget's real content size: again on every resize and new data."""
+
+    def on_resize(self) -> None:
+        self._redraw()
+
+    def _redraw(self) -> None:
+        region = self.content_region
+        if region.width <= 0 or region.height <= 0:
+            return
+        self.update(self._render_at(region.width, region.height))
+
+    def _render_at(self, w: int, h: int) -> Any:
+        raise NotImplementedError
+
+
+class HistoryChart(_SizedChart):
     """A Static that re-renders the history chart on data change and on resize."""
 
     DEFAULT_CSS = """
@@ -222,18 +238,11 @@ class HistoryChart(Static):
         self._history = history
         self._redraw()
 
-    def on_resize(self) -> None:
-        self._redraw()
-
-    def _redraw(self) -> None:
-        region = self.content_region
-        w, h = region.width, region.height
-        if w <= 0 or h <= 0:
-            return
-        self.update(render_history(self._history, w, h))
+    def _render_at(self, w: int, h: int) -> Any:
+        return render_history(self._history, w, h)
 
 
-class TimelineChart(Static):
+class TimelineChart(_SizedChart):
     """The Race pane's timeline, re-rendered at its real size on new events and on resize."""
 
     DEFAULT_CSS = """
@@ -249,12 +258,5 @@ class TimelineChart(Static):
         self._lanes, self._now = tuple(lanes), now
         self._redraw()
 
-    def on_resize(self) -> None:
-        self._redraw()
-
-    def _redraw(self) -> None:
-        region = self.content_region
-        w, h = region.width, region.height
-        if w <= 0 or h <= 0:
-            return
-        self.update(render_timeline(self._lanes, self._now, w, h) if self._lanes else "")
+    def _render_at(self, w: int, h: int) -> Any:
+        return render_timeline(self._lanes, self._now, w, h) if self._lanes else ""
